@@ -1,0 +1,3 @@
+from hwprune.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Command line: the only place that prints, parses arguments and maps errors to exit codes.
+
+Heavy modules (torch, onnxruntime, optuna) are imported inside commands so `hwprune --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hwprune import __version__
+from hwprune.errors import EXIT_CODES, BudgetNotMetError, HwpruneError
+
+EPILOG = "exit codes: " + ", ".join(f"{code} {name}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1]))
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hwprune", epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets.",
+        description="Prune a PyTorch model until its measured ONNX Runtime latency fits the target's budget.")
+    p.add_argument("--target", required=True, help="target name (see `hwprune targets`) or a target .toml file")
+    p.add_argument("--config", type=Path, help="project config (hwprune.toml); default: built-in Fashion-MNIST example")
+    p.add_argument("--out", type=Path, help="output folder (default: out/TARGET)")
+    p.add_argument("--force", action="store_true", help="replace results already in the output folder")
+    p.add_argument("--data-dir", help="dataset folder for the data factory (built-in: Fashion-MNIST IDX files)")
+    p.add_argument("--profiles-dir", type=Path, help="folder of device profiles (default: ./profiles)")
+    p.add_argument("--targets-dir", type=Path, help="extra folder searched first for target files")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--limit", type=int, help="use at most N samples per split (smoke tests; not for real results)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"hwprune {__version__}")
+    return p
+
+
+def _targets_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hwprune targets", description="List the available targets.")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--targets-dir", type=Path)
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+class RichProgress:
+    """Progress bars on stderr; one bar per stage, removed when the stage ends."""
+
+    def __init__(self, console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console, transient=False)
+        self.console = console
+
+    def __enter__(self) -> RichProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.stop()
+
+    def stage(self, description: str, total: int | None, transient: bool = False):
+        task = self.bars.add_task(description, total=total, status="")
+        bars = self.bars
+
+        class Handle:
+            def advance(self, steps: int = 1, status: str = "") -> None:
+                bars.update(task, advance=steps, status=status)
+
+            def close(self) -> None:
+                if transient:
+                    bars.remove_task(task)
+                else:
+                    bars.update(task, completed=bars.tasks[task].total or 0)
+
+        return Handle()
+
+    def note(self, message: str) -> None:
+        self.console.log(message)
+
+
+def _setup_logging(console, debug: bool) -> None:
+    from rich.logging import RichHandler
+    handler = RichHandler(console=console, show_path=debug, show_time=False, markup=False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], format="%(message)s",
+                        force=True)
+    for noisy in ("torch", "torch.onnx", "onnxscript", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from hwprune.targets import available_targets, load_target, target_dirs
+    dirs = target_dirs(args.targets_dir, args.config.resolve().parent if args.config else None)
+    table = Table("target", "profile", "providers", "threads", "budget", "description")
+    for name in sorted(available_targets(dirs)):
+        t = load_target(name, dirs)
+        table.add_row(t.name, t.profile, ", ".join(t.providers), str(t.intra_op_threads), t.budget.describe(),
+                      t.description)
+    Console().print(table)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from rich.console import Console
+
+    from hwprune.config import load_config
+    from hwprune.targets import load_target, target_dirs
+    err = Console(stderr=True)
+    _setup_logging(err, args.debug)
+    config = load_config(args.config)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    if args.limit is not None and args.limit < 1:
+        raise _config_error("--limit must be a positive integer")
+    target = load_target(args.target, target_dirs(args.targets_dir, args.config.resolve().parent if args.config
+                                                  else None))
+    out_dir = args.out or Path("out") / target.name
+    profiles_dir = args.profiles_dir or Path("profiles")
+
+    from hwprune import pipeline, report
+    options = pipeline.RunOptions(out_dir=out_dir, profiles_dir=profiles_dir, force=args.force,
+                                  data_dir=args.data_dir, data_limit=args.limit)
+    pipeline.prepare_out_dir(out_dir, args.force)  # fail before any training
+    if args.quiet:
+        result = pipeline.run(config, target, options)
+    else:
+        with RichProgress(err) as progress:
+            result = pipeline.run(config, target, options, progress)
+    data = report.write(result, out_dir)
+    _print_summary(data, out_dir)
+    if not result.budget_met:
+        raise BudgetNotMetError(
+            f"pruned latency {result.pruned.latency_ms:.4f} ms ({result.pruned.latency_source}) exceeds the budget "
+            f"{result.budget_ms:.4f} ms", hint="raise [imp] extra_rounds or [search] trials, or relax the budget")
+    return 0
+
+
+def _config_error(message: str) -> HwpruneError:
+    from hwprune.errors import ConfigError
+    return ConfigError(message)
+
+
+def _print_summary(data: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    d, p = data["dense"], data["pruned"]
+    table = Table(title=f"hwprune → {data['target']} (budget {data['budget_ms']:.4f} ms: "
+                        f"{'met' if data['budget_met'] else 'NOT met'})")
+    table.add_column("")
+    table.add_column("dense", justify="right")
+    table.add_column("pruned", justify="right")
+    table.add_row("test accuracy", f"{d['accuracy']:.4f}", f"{p['accuracy']:.4f}")
+    table.add_row("latency", f"{d['latency_ms']:.4f} ms ({d['latency_source']})",
+                  f"{p['latency_ms']:.4f} ms ({p['latency_source']})")
+    table.add_row("predicted", f"{d['predicted_latency_ms']:.4f} ms", f"{p['predicted_latency_ms']:.4f} ms")
+    table.add_row("MACs", f"{d['macs']:,}", f"{p['macs']:,}")
+    table.add_row("params", f"{d['params']:,}", f"{p['params']:,}")
+    console = Console()
+    console.print(table)
+    console.print(f"speedup {data['speedup']:.2f}x; wrote {out_dir / 'model.onnx'}, report.json, report.md "
+                  f"in {data['seconds']['total_s']:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, parser = (cmd_targets, _targets_parser()) if argv[:1] == ["targets"] else (cmd_run, _run_parser())
+    if command is cmd_targets:
+        argv = argv[1:]
+    args = parser.parse_args(argv)
+    try:
+        return command(args)
+    except HwpruneError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; files already written are complete, nothing half-written was kept",
+              file=sys.stderr)
+        return EXIT_CODES["interrupted"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

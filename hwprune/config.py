@@ -1,0 +1,178 @@
+"""Settings as frozen dataclasses, loaded from TOML with strict key and type checking.
+
+No config file means the built-in Fashion-MNIST example (`ProjectConfig()` defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwprune.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the network comes from. `factory` is "module:function" returning an nn.Module."""
+
+    factory: str = "hwprune.models.example_cnn:build"
+    input_shape: tuple[int, ...] = (1, 1, 28, 28)
+    ignore: tuple[str, ...] = ()  # module names whose output channels must never be pruned
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """`factory` is "module:function" returning (train, val, test) datasets of (input, class index)."""
+
+    factory: str = "hwprune.data.fashion_mnist:build"
+    data_dir: str = ""  # passed to the factory as `data_dir` when set; "" lets the factory choose
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Dense training and per-round retraining recipe (SGD with Nesterov momentum, cosine decay)."""
+
+    epochs: int = 3
+    retrain_epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    warmup_fraction: float = 0.05
+    threads: int = 2  # torch intra-op threads for training
+
+
+@dataclass(frozen=True)
+class ImpConfig:
+    """Iterative magnitude pruning schedule."""
+
+    rounds: int = 2
+    rewind_fraction: float = 0.05  # rewind point k as a fraction of dense training iterations
+    extra_rounds: int = 2  # extra rounds allowed if the measured latency still misses the budget
+    safety_margin: float = 0.03  # search for predicted latency ≤ target·(1 − margin)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Optuna search of per-group prune rates inside each IMP round."""
+
+    sampler: str = "tpe"  # "tpe" or "nsga2"
+    trials: int = 30
+    max_prune_rate: float = 0.85
+    bn_batches: int = 10  # batches used to re-estimate BatchNorm statistics for the proxy score
+    val_samples: int = 2000  # validation images scored per trial
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    imp: ImpConfig = field(default_factory=ImpConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    seed: int = 0
+    base_dir: str = "."  # directory that factory modules are resolved from (the config file's folder)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Validate (and lightly coerce) one TOML value against a dataclass field type."""
+    origin = typing.get_origin(hint)
+    if origin in (tuple,):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item_type, *_), = [typing.get_args(hint)]
+        return tuple(_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    return value
+
+
+def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build dataclass `cls` from `data`, naming the file and key of any unknown key or bad type."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(
+                f"{where}: unknown key '{key}'",
+                hint=f"allowed keys: {', '.join(names)}",
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            kwargs[key] = from_mapping(hint, value, f"{where} [{key}]")
+        else:
+            kwargs[key] = _check_type(value, hint, f"{where}: key '{key}'")
+    return cls(**kwargs)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning I/O and syntax problems into ConfigError."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found", hint="check the path") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})", hint="fix the syntax") from None
+
+
+def load_config(path: Path | None) -> ProjectConfig:
+    """Load `hwprune.toml`; None gives the built-in example. Validates every setting."""
+    if path is None:
+        config = ProjectConfig()
+    else:
+        data = read_toml(path)
+        data.setdefault("base_dir", str(path.resolve().parent))
+        config = from_mapping(ProjectConfig, data, str(path))
+    validate(config, str(path) if path else "built-in config")
+    return config
+
+
+def validate(config: ProjectConfig, where: str) -> None:
+    """Range checks that types alone cannot express."""
+    checks = [
+        (config.train.epochs >= 1, "[train] epochs must be ≥ 1"),
+        (config.train.retrain_epochs >= 1, "[train] retrain_epochs must be ≥ 1"),
+        (config.train.batch_size >= 1, "[train] batch_size must be ≥ 1"),
+        (config.train.lr > 0, "[train] lr must be > 0"),
+        (config.imp.rounds >= 1, "[imp] rounds must be ≥ 1"),
+        (0 < config.imp.rewind_fraction < 1, "[imp] rewind_fraction must be in (0, 1)"),
+        (0 <= config.imp.safety_margin < 0.5, "[imp] safety_margin must be in [0, 0.5)"),
+        (config.search.sampler in ("tpe", "nsga2"), "[search] sampler must be 'tpe' or 'nsga2'"),
+        (config.search.trials >= 1, "[search] trials must be ≥ 1"),
+        (0 < config.search.max_prune_rate < 1, "[search] max_prune_rate must be in (0, 1)"),
+        (config.search.bn_batches >= 1, "[search] bn_batches must be ≥ 1"),
+        (config.search.val_samples >= 1, "[search] val_samples must be ≥ 1"),
+        (len(config.model.input_shape) >= 2 and all(d >= 1 for d in config.model.input_shape),
+         "[model] input_shape must be positive, e.g. [1, 3, 32, 32]"),
+        (":" in config.model.factory, "[model] factory must look like 'module:function'"),
+        (":" in config.data.factory, "[data] factory must look like 'module:function'"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}", hint="see README 'Your own model' for the allowed values")

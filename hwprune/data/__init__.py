@@ -1,0 +1,1 @@
+"""Datasets for the built-in example; user data comes through `[data] factory`."""

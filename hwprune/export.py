@@ -1,0 +1,53 @@
+"""PyTorch → ONNX: the only importer of torch.onnx. Static shapes, checked graph, metadata embedded."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import onnx
+import torch
+from torch import nn
+
+from hwprune.errors import ExportError
+
+OPSET = 20
+
+
+def export(model: nn.Module, example: torch.Tensor) -> onnx.ModelProto:
+    """Export `model` (eval mode, BatchNorm folded by the exporter's optimiser) and run onnx.checker."""
+    model = model.eval()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, verbose=False,
+                                        input_names=["input"], output_names=["logits"])
+        proto = program.model_proto
+    except Exception as exc:  # the exporter raises many types
+        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                          hint="the model must be traceable by torch.export with a fixed input shape") from None
+    check(proto)
+    return proto
+
+
+def check(proto: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"exported ONNX model fails onnx.checker: {exc}") from None
+
+
+def with_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
+    """A copy of `proto` whose metadata_props hold `metadata` (replacing keys of the same name)."""
+    result = onnx.ModelProto()
+    result.CopyFrom(proto)
+    existing = {p.key: p for p in result.metadata_props}
+    for key, value in metadata.items():
+        if key in existing:
+            existing[key].value = str(value)
+        else:
+            result.metadata_props.add(key=key, value=str(value))
+    return result

@@ -1,0 +1,67 @@
+"""Import the user's model and data factories ("module:function"), resolved beside their config file."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from hwprune.errors import DataError, HwpruneError, ModelError
+
+
+def load_callable(spec: str, base_dir: str, what: str, error: type[HwpruneError]) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, str(Path(base_dir).resolve()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise error(f"{what} factory '{spec}': cannot import module '{module_name}' ({type(exc).__name__}: {exc})",
+                    hint=f"the module must be importable from {Path(base_dir).resolve()}") from None
+    finally:
+        sys.path.pop(0)
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise error(f"{what} factory '{spec}': '{module_name}' has no callable '{attr}'",
+                    hint="set the factory to 'module:function'")
+    return fn
+
+
+def _call(fn: Callable[..., Any], spec: str, what: str, error: type[HwpruneError], **offered: Any) -> Any:
+    params = inspect.signature(fn).parameters
+    kwargs = {k: v for k, v in offered.items() if k in params and v not in (None, "")}
+    try:
+        return fn(**kwargs)
+    except HwpruneError:
+        raise
+    except Exception as exc:
+        raise error(f"{what} factory '{spec}' failed: {type(exc).__name__}: {exc}",
+                    hint=f"call it yourself to debug: python -c \"import ...; {spec.replace(':', '.')}()\"") from None
+
+
+def build_model(spec: str, base_dir: str) -> nn.Module:
+    model = _call(load_callable(spec, base_dir, "model", ModelError), spec, "model", ModelError)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model factory '{spec}' returned {type(model).__name__}, not a torch.nn.Module",
+                         hint="return an nn.Module instance")
+    return model
+
+
+def build_data(spec: str, base_dir: str, data_dir: str | None, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    result = _call(load_callable(spec, base_dir, "data", DataError), spec, "data", DataError,
+                   data_dir=data_dir, seed=seed)
+    if not (isinstance(result, tuple | list) and len(result) == 3):
+        raise DataError(f"data factory '{spec}' must return (train, val, test) datasets",
+                        hint="return three torch.utils.data.Dataset objects of (input, class index)")
+    for name, ds in zip(("train", "val", "test"), result):
+        try:
+            if len(ds) == 0:
+                raise DataError(f"data factory '{spec}': the {name} dataset is empty")
+        except TypeError:
+            raise DataError(f"data factory '{spec}': the {name} dataset has no length") from None
+    return tuple(result)  # type: ignore[return-value]

@@ -1,0 +1,255 @@
+"""Device profiles: a per-kernel latency table with full provenance, loaded, validated, extended and saved.
+
+A profile is *measured* on a named host (its fingerprint is recorded) under one runtime setting. When this
+host is the profile's device, missing kernels are measured on first need and cached in the file; otherwise
+the profile can only predict, and a kernel it lacks is an error, never 0 ms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from hwprune import atomic, runtime
+from hwprune.errors import ProfileError
+from hwprune.onnxgraph import Kernel
+from hwprune.runtime import RuntimeSettings, TimingProtocol
+
+log = logging.getLogger(__name__)
+PROFILE_SCHEMA = 1
+_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+              "asimd", "sve")
+
+
+@dataclass(frozen=True)
+class HostFingerprint:
+    cpu: str
+    arch: str
+    isa: tuple[str, ...]
+    cores: int
+
+    @classmethod
+    def current(cls) -> HostFingerprint:
+        cpu, flags = platform.processor() or "unknown", set()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "Hardware") and cpu in ("unknown", platform.machine(), ""):
+                    cpu = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+        except OSError:
+            pass
+        return cls(cpu, platform.machine(), tuple(f for f in _ISA_FLAGS if f in flags), os.cpu_count() or 1)
+
+    def differences(self, other: HostFingerprint) -> list[str]:
+        return [f"{k}: {a!r} vs {b!r}" for k, a, b in
+                ((k, getattr(self, k), getattr(other, k)) for k in ("cpu", "arch", "isa", "cores")) if a != b]
+
+
+@dataclass(frozen=True)
+class Entry:
+    median_ms: float
+    p90_ms: float
+    spread: float
+    n: int
+    op: str
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """predicted_ms = scale · Σ kernels + offset_ms, fitted on whole networks measured on the device."""
+
+    scale: float
+    offset_ms: float
+    networks: int
+    max_error_pct: float
+
+
+class DeviceProfile:
+    """The latency table of one device under one runtime setting (mutable: it is a growing cache)."""
+
+    def __init__(self, profile_id: str, fingerprint: HostFingerprint, settings: RuntimeSettings, ort_version: str,
+                 provenance: dict[str, Any], protocol: dict[str, Any], overhead_ms: float = 0.0,
+                 entries: dict[str, Entry] | None = None, calibrations: dict[str, Calibration] | None = None,
+                 path: Path | None = None) -> None:
+        self.id = profile_id
+        self.fingerprint = fingerprint
+        self.settings = settings
+        self.ort_version = ort_version
+        self.provenance = provenance
+        self.protocol = protocol
+        self.overhead_ms = overhead_ms
+        self.entries = entries or {}
+        self.calibrations = calibrations or {}
+        self.path = path
+
+    # -- identity ------------------------------------------------------------------------------------------
+    def host_mismatches(self) -> list[str]:
+        """Why this host is not the profile's device (empty when it is)."""
+        reasons = self.fingerprint.differences(HostFingerprint.current())
+        if self.ort_version != runtime.version():
+            reasons.append(f"onnxruntime: {self.ort_version!r} vs {runtime.version()!r}")
+        return reasons
+
+    @property
+    def measured_here(self) -> bool:
+        return self.provenance.get("kind") == "measured" and not self.host_mismatches()
+
+    def describe(self) -> str:
+        return (f"profile '{self.id}' ({self.provenance.get('kind')} on {self.provenance.get('host')}, "
+                f"{self.fingerprint.cpu}, onnxruntime {self.ort_version}, {self.settings.describe()})")
+
+    # -- persistence ---------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": PROFILE_SCHEMA,
+            "id": self.id,
+            "device": asdict(self.fingerprint),
+            "runtime": {"onnxruntime": self.ort_version, **asdict(self.settings)},
+            "provenance": self.provenance,
+            "protocol": self.protocol,
+            "overhead_ms": self.overhead_ms,
+            "calibration": {k: asdict(v) for k, v in self.calibrations.items()},
+            "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
+        }
+
+    def save(self, path: Path | None = None) -> None:
+        path = path or self.path
+        if path is None:
+            raise ProfileError("profile has no file to save to")
+        self.provenance["updated"] = _now()
+        atomic.write_json(path, self.to_json())
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path) -> DeviceProfile:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ProfileError(f"{path}: profile not found", hint="run `hwprune profile --target NAME`") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ProfileError(f"{path}: not a readable JSON profile ({exc})",
+                               hint="delete it to re-measure, or restore it from version control") from None
+        return cls.from_json(data, path)
+
+    @classmethod
+    def from_json(cls, data: Any, path: Path) -> DeviceProfile:
+        def need(obj: Any, key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+            if not isinstance(obj, dict) or key not in obj:
+                raise ProfileError(f"{path}: missing field '{where}{key}'", hint="the profile is corrupt; re-measure it")
+            if not isinstance(obj[key], kind):
+                raise ProfileError(f"{path}: field '{where}{key}' has the wrong type", hint="re-measure the profile")
+            return obj[key]
+
+        schema = need(data, "schema", int)
+        if schema != PROFILE_SCHEMA:
+            raise ProfileError(f"{path}: profile schema {schema} is not supported (expected {PROFILE_SCHEMA})",
+                               hint="re-measure with this hwprune version")
+        device = need(data, "device", dict)
+        rt = need(data, "runtime", dict)
+        try:
+            fingerprint = HostFingerprint(str(device["cpu"]), str(device["arch"]), tuple(device["isa"]),
+                                          int(device["cores"]))
+            settings = RuntimeSettings(tuple(rt["providers"]), int(rt["intra_op_threads"]),
+                                       str(rt["graph_optimization"]))
+            entries = {k: Entry(**v) for k, v in need(data, "entries", dict).items()}
+            calibrations = {k: Calibration(**v) for k, v in data.get("calibration", {}).items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileError(f"{path}: malformed profile ({exc})", hint="re-measure the profile") from None
+        provenance = need(data, "provenance", dict)
+        if provenance.get("kind") not in ("measured", "analytic"):
+            raise ProfileError(f"{path}: provenance.kind must be 'measured' or 'analytic'")
+        return cls(str(need(data, "id", str)), fingerprint, settings, str(need(rt, "onnxruntime", str, "runtime.")),
+                   provenance, data.get("protocol", {}), float(data.get("overhead_ms", 0.0)), entries,
+                   calibrations, Path(path))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_host_profile(profile_id: str, settings: RuntimeSettings, protocol: TimingProtocol, path: Path
+                     ) -> DeviceProfile:
+    """An empty measured profile for this host, its call overhead measured."""
+    profile = DeviceProfile(
+        profile_id, HostFingerprint.current(), settings, runtime.version(),
+        provenance={"kind": "measured", "host": socket.gethostname(), "created": _now(),
+                    "method": "each kernel timed alone in ONNX Runtime (IOBinding), minus the call overhead"},
+        protocol=protocol.to_json(), path=path)
+    profile.overhead_ms = runtime.time_model(_null_model(), settings, protocol).median_ms
+    return profile
+
+
+def _null_model() -> onnx.ModelProto:
+    """The cheapest possible graph: its latency is the per-call overhead subtracted from every kernel."""
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "null",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path, target_arch: str,
+                 protocol: TimingProtocol = TimingProtocol()) -> DeviceProfile:
+    """Load `profiles_dir/<id>.json`; create it for this host when absent and the host can be the device."""
+    path = profiles_dir / f"{profile_id}.json"
+    if path.exists():
+        profile = DeviceProfile.load(path)
+        if profile.settings != settings:
+            raise ProfileError(f"{path}: measured with {profile.settings.describe()}, the target asks for "
+                               f"{settings.describe()}", hint="use a profile id per runtime setting in the target")
+        mismatches = profile.host_mismatches()
+        if mismatches and profile.provenance.get("kind") == "measured":
+            log.warning("profile %s was measured on another host or runtime (%s); latencies are predicted, not "
+                        "measured here", path, "; ".join(mismatches))
+        return profile
+    if target_arch and target_arch != platform.machine():
+        raise ProfileError(f"no profile {path} for this {target_arch} target, and this {platform.machine()} host "
+                           "cannot measure one", hint=f"run `hwprune profile` on the device and copy the file here")
+    return new_host_profile(profile_id, settings, protocol, path)
+
+
+def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol: TimingProtocol,
+                    on_measured: Callable[[int, int], None] | None = None) -> int:
+    """Measure every kernel the table lacks (on this host only) and save the profile. Returns how many."""
+    todo = list({k.signature: k for k in kernels if k.signature not in profile.entries}.values())
+    if not todo:
+        return 0
+    if not profile.measured_here:
+        reasons = "; ".join(profile.host_mismatches()) or f"provenance is {profile.provenance.get('kind')}"
+        raise ProfileError(f"profile '{profile.id}' has no entry for {todo[0].op} ({len(todo)} kernels missing) "
+                           f"and this host cannot measure it ({reasons})",
+                           hint="run `hwprune profile` on the target device to extend the table")
+    for i, kernel in enumerate(todo, 1):
+        stats = runtime.time_model(kernel.build(), profile.settings, protocol)
+        profile.entries[kernel.signature] = Entry(stats.median_ms, stats.p90_ms, stats.spread, stats.n, kernel.op)
+        if on_measured:
+            on_measured(i, len(todo))
+    profile.save()
+    return len(todo)
+
+
+def fit_calibration(kernel_sums_ms: list[float], measured_ms: list[float]) -> Calibration:
+    """Least-squares scale and offset (scale only from one network) mapping Σ kernels to whole-model latency."""
+    x, y = np.asarray(kernel_sums_ms), np.asarray(measured_ms)
+    if len(x) >= 2 and np.ptp(x) > 0:
+        scale, offset = np.polyfit(x, y, 1)
+    else:
+        scale, offset = float(np.mean(y / x)), 0.0
+    errors = np.abs(scale * x + offset - y) / y * 100
+    return Calibration(float(scale), float(offset), len(x), float(errors.max()))

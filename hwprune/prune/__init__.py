@@ -1,0 +1,1 @@
+"""Structured channel pruning: coupled groups (Torch-Pruning), masks, and the IMP loop."""

@@ -1,0 +1,61 @@
+"""Channel masks in the dense model's coordinates: the source of truth across IMP rounds."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Masks:
+    """For every prunable group (named by its root layer), the sorted dense channel indices kept."""
+
+    dense_widths: tuple[tuple[str, int], ...]
+    kept: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @classmethod
+    def full(cls, dense_widths: dict[str, int]) -> Masks:
+        items = tuple(sorted(dense_widths.items()))
+        return cls(items, tuple((g, tuple(range(w))) for g, w in items))
+
+    @classmethod
+    def from_kept(cls, dense_widths: dict[str, int], kept: dict[str, list[int] | tuple[int, ...]]) -> Masks:
+        return cls(tuple(sorted(dense_widths.items())), tuple((g, tuple(sorted(kept[g]))) for g, _ in
+                                                               sorted(dense_widths.items())))
+
+    def kept_of(self, group: str) -> tuple[int, ...]:
+        return dict(self.kept)[group]
+
+    def widths(self) -> dict[str, int]:
+        return {g: len(idx) for g, idx in self.kept}
+
+    def prune_rates(self) -> dict[str, float]:
+        dense = dict(self.dense_widths)
+        return {g: 1.0 - len(idx) / dense[g] for g, idx in self.kept}
+
+    def is_within(self, other: Masks) -> bool:
+        """True when every channel kept here is also kept in `other` (masks only shrink)."""
+        mine, theirs = dict(self.kept), dict(other.kept)
+        return mine.keys() == theirs.keys() and all(set(mine[g]) <= set(theirs[g]) for g in mine)
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {g: list(idx) for g, idx in self.kept}
+
+
+def keep_count(dense_width: int, prune_rate: float, multiple: int, upper: int) -> int:
+    """Channels kept for `prune_rate`, rounded to the runtime's channel multiple, at least one multiple,
+    never more than `upper` (the previous round's count, so masks only shrink)."""
+    if dense_width <= multiple:
+        return min(dense_width, upper)
+    keep = multiple * round(dense_width * (1.0 - prune_rate) / multiple)
+    return max(min(multiple, upper), min(keep, upper))
+
+
+def rate_for_keep(dense_width: int, keep: int) -> float:
+    return 1.0 - keep / dense_width if dense_width else 0.0
+
+
+def geometric_targets(dense_ms: float, budget_ms: float, rounds: int) -> list[float]:
+    """Round latency targets stepping geometrically from the dense latency down to the budget."""
+    ratio = budget_ms / dense_ms
+    return [dense_ms * math.pow(ratio, r / rounds) for r in range(1, rounds + 1)]

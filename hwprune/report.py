@@ -1,0 +1,116 @@
+"""RunResult → report.json (versioned schema) and report.md. Every latency says whether it is measured."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hwprune import atomic
+from hwprune.pipeline import ModelSummary, RunResult
+
+REPORT_SCHEMA = 1
+
+
+def _model(summary: ModelSummary) -> dict[str, Any]:
+    return {
+        "accuracy": summary.accuracy,
+        "latency_ms": summary.latency_ms,
+        "latency_p90_ms": summary.latency_p90_ms,
+        "latency_source": summary.latency_source,
+        "predicted_latency_ms": summary.predicted_latency_ms,
+        "macs": summary.macs,
+        "params": summary.params,
+        "widths": summary.widths,
+    }
+
+
+def to_json(result: RunResult) -> dict[str, Any]:
+    t = result.target
+    speedup = result.dense.latency_ms / result.pruned.latency_ms if result.pruned.latency_ms else None
+    return {
+        "schema": REPORT_SCHEMA,
+        "target": t.name,
+        "target_settings": {"providers": list(t.providers), "intra_op_threads": t.intra_op_threads, "batch": t.batch,
+                            "precision": t.precision, "graph_optimization": t.graph_optimization,
+                            "channel_multiple": t.channel_multiple, "budget": t.budget.describe(), "file": t.source},
+        "budget_ms": result.budget_ms,
+        "budget_met": result.budget_met,
+        "speedup": speedup,
+        "dense": _model(result.dense),
+        "pruned": {**_model(result.pruned), "kept_channels": result.kept},
+        "onnx": result.onnx_path.name,
+        "numerics": result.numerics,
+        "imp": {"rewind_iteration": result.rewind_iteration, "dense_iterations": result.dense_iterations,
+                "rounds": [asdict(r) for r in result.rounds]},
+        "profile": result.profile,
+        "calibration": result.calibration,
+        "seconds": result.seconds,
+        "seed": result.seed,
+        "host": result.host,
+        "versions": result.versions,
+    }
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    d, p = report["dense"], report["pruned"]
+
+    def lat(m: dict[str, Any]) -> str:
+        p90 = f" (p90 {m['latency_p90_ms']:.4f})" if m.get("latency_p90_ms") else ""
+        return f"{m['latency_ms']:.4f} ms{p90}, {m['latency_source']}"
+
+    lines = [
+        f"# hwprune report: {report['target']}",
+        "",
+        f"Budget **{report['budget_ms']:.4f} ms** ({report['target_settings']['budget']}): "
+        f"**{'met' if report['budget_met'] else 'NOT met'}** — pruned latency {lat(p)}, "
+        f"speedup {report['speedup']:.2f}×.",
+        "",
+        "| | dense | pruned |",
+        "|---|---|---|",
+        f"| test accuracy | {d['accuracy']:.4f} | {p['accuracy']:.4f} |",
+        f"| latency | {lat(d)} | {lat(p)} |",
+        f"| predicted latency | {d['predicted_latency_ms']:.4f} ms | {p['predicted_latency_ms']:.4f} ms |",
+        f"| MACs | {d['macs']:,} | {p['macs']:,} |",
+        f"| parameters | {d['params']:,} | {p['params']:,} |",
+        "",
+        "## Kept channels per group",
+        "",
+        "| group | dense | kept | prune rate |",
+        "|---|---|---|---|",
+    ]
+    for group, width in d["widths"].items():
+        kept = p["widths"][group]
+        lines.append(f"| `{group}` | {width} | {kept} | {1 - kept / width:.0%} |")
+    lines += ["", "## IMP rounds", "", "| round | target (predicted) | predicted | proxy acc | val acc after retrain | "
+              "trials (feasible) | seconds |", "|---|---|---|---|---|---|---|"]
+    for r in report["imp"]["rounds"]:
+        lines.append(f"| {r['round']} | {r['target_ms']:.4f} ms | {r['predicted_ms']:.4f} ms | {r['proxy_accuracy']:.4f} "
+                     f"| {r['val_accuracy']:.4f} | {r['trials']} ({r['feasible_trials']}) | {r['seconds']:.0f} |")
+    prof = report["profile"]
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- Latency `measured` = ONNX Runtime {report['versions']['onnxruntime']} on host "
+        f"`{report['host']['hostname']}` ({report['host']['cpu']}), "
+        f"{'/'.join(report['target_settings']['providers'])}, {report['target_settings']['intra_op_threads']} thread(s), "
+        "median of timed single calls after warm-up.",
+        f"- Latency `predicted` = profile `{prof['id']}` ({prof['provenance']} on `{prof['host']}`, "
+        f"{prof['entries']} kernels; {prof['kernels_measured_this_run']} measured in this run)"
+        + (f", calibrated on {report['calibration']['networks']} networks" if report.get("calibration") else "") + ".",
+        f"- Rewind point θ_k: iteration {report['imp']['rewind_iteration']} of {report['imp']['dense_iterations']}.",
+        f"- ONNX vs PyTorch: max |diff| {report['numerics']['max_abs_diff']:.2e} over {report['numerics']['samples']} "
+        "test inputs.",
+        f"- Wall time: {report['seconds']['total_s']:.0f} s; versions: "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(result: RunResult, out_dir: Path) -> dict[str, Any]:
+    report = to_json(result)
+    atomic.write_json(out_dir / "report.json", report)
+    atomic.write_text(out_dir / "report.md", to_markdown(report))
+    return report

@@ -1,0 +1,153 @@
+"""ONNX Runtime sessions with a target's settings, and the timing protocol.
+
+The only module that imports onnxruntime. Timing binds inputs and pre-allocated outputs once (IOBinding),
+so a measurement is the runtime's own work plus one call's overhead, never Python-side copies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hwprune.errors import ProfileError
+
+_OPT = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """What a latency depends on besides the graph."""
+
+    providers: tuple[str, ...]
+    intra_op_threads: int
+    graph_optimization: str
+
+    def describe(self) -> str:
+        return f"{'/'.join(self.providers)}, {self.intra_op_threads} thread(s), optimisation '{self.graph_optimization}'"
+
+
+@dataclass(frozen=True)
+class TimingProtocol:
+    """Warm up, then time single calls until both `min_repeats` and `min_time_s` are reached; repeat the
+    whole measurement (up to `attempts`) while the spread (IQR / median) exceeds `noise_limit`, keeping
+    the attempt with the lowest median (the least disturbed by other load on a shared machine)."""
+
+    warmup: int = 10
+    min_repeats: int = 30
+    min_time_s: float = 0.05
+    max_repeats: int = 5000
+    attempts: int = 3
+    noise_limit: float = 0.10
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+WHOLE_MODEL_PROTOCOL = TimingProtocol(warmup=50, min_repeats=200, min_time_s=0.6, attempts=3, noise_limit=0.05)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    median_ms: float
+    p90_ms: float
+    spread: float  # interquartile range / median
+    n: int
+    attempts: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def version() -> str:
+    return ort.__version__
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def session(model: onnx.ModelProto | bytes, settings: RuntimeSettings) -> ort.InferenceSession:
+    missing = [p for p in settings.providers if p not in ort.get_available_providers()]
+    if missing:
+        raise ProfileError(f"execution provider {missing[0]} is not available on this host",
+                           hint=f"available: {', '.join(ort.get_available_providers())}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _OPT[settings.graph_optimization]
+    options.log_severity_level = 3
+    payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(payload, options, providers=list(settings.providers))
+
+
+def random_inputs(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in sess.get_inputs():
+        if any(not isinstance(d, int) for d in i.shape):
+            raise ProfileError(f"input '{i.name}' has a dynamic shape {i.shape}", hint="export with a fixed shape")
+        dtype = np.float32 if "float" in i.type else np.int64
+        feeds[i.name] = rng.random(i.shape).astype(dtype)
+    return feeds
+
+
+def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return sess.run(None, feeds)
+
+
+def _bound(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> ort.IOBinding:
+    binding = sess.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, value)
+    outputs = run(sess, feeds)  # learn output shapes and dtypes once
+    for meta, value in zip(sess.get_outputs(), outputs, strict=True):
+        buffer = ort.OrtValue.ortvalue_from_numpy(np.empty_like(value))
+        binding.bind_ortvalue_output(meta.name, buffer)
+    return binding
+
+
+def _one_attempt(sess: ort.InferenceSession, binding: ort.IOBinding, protocol: TimingProtocol) -> np.ndarray:
+    for _ in range(protocol.warmup):
+        sess.run_with_iobinding(binding)
+    times: list[int] = []
+    clock = time.perf_counter_ns
+    start = clock()
+    while len(times) < protocol.max_repeats and (
+            len(times) < protocol.min_repeats or clock() - start < protocol.min_time_s * 1e9):
+        t0 = clock()
+        sess.run_with_iobinding(binding)
+        times.append(clock() - t0)
+    return np.asarray(times, dtype=np.float64) / 1e6
+
+
+def time_session(sess: ort.InferenceSession, feeds: dict[str, np.ndarray] | None = None,
+                 protocol: TimingProtocol = TimingProtocol()) -> LatencyStats:
+    """Latency of one inference call under `protocol`."""
+    binding = _bound(sess, feeds if feeds is not None else random_inputs(sess))
+    best: LatencyStats | None = None
+    for attempt in range(1, protocol.attempts + 1):
+        ms = _one_attempt(sess, binding, protocol)
+        q10, q25, q50, q75, q90 = np.percentile(ms, [10, 25, 50, 75, 90])
+        stats = LatencyStats(float(q50), float(q90), float((q75 - q25) / q50), len(ms), attempt)
+        if best is None or stats.median_ms < best.median_ms:
+            best = LatencyStats(stats.median_ms, stats.p90_ms, stats.spread, stats.n, attempt)
+        if stats.spread <= protocol.noise_limit:
+            break
+    assert best is not None
+    return LatencyStats(best.median_ms, best.p90_ms, best.spread, best.n, attempt)
+
+
+def time_model(model: onnx.ModelProto | bytes, settings: RuntimeSettings,
+               protocol: TimingProtocol = TimingProtocol(), feeds: dict[str, np.ndarray] | None = None
+               ) -> LatencyStats:
+    return time_session(session(model, settings), feeds, protocol)

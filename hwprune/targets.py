@@ -1,0 +1,127 @@
+"""Deployment targets: a device profile id plus ONNX Runtime settings and a latency budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwprune.config import read_toml
+from hwprune.errors import ConfigError
+
+TARGET_SCHEMA = 1
+_KEYS = ("schema", "name", "description", "profile", "arch", "providers", "intra_op_threads",
+         "batch", "precision", "graph_optimization", "budget", "channel_multiple")
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Either an absolute `ms` or a `speedup` over the dense model's latency on the target."""
+
+    ms: float | None = None
+    speedup: float | None = None
+
+    def resolve_ms(self, dense_latency_ms: float) -> float:
+        return self.ms if self.ms is not None else dense_latency_ms / float(self.speedup)
+
+    def describe(self) -> str:
+        return f"{self.ms:g} ms" if self.ms is not None else f"{self.speedup:g}x speedup over dense"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    profile: str  # id of profiles/<profile>.json
+    arch: str  # machine architecture the device has (platform.machine()), e.g. "x86_64"
+    providers: tuple[str, ...]
+    intra_op_threads: int
+    batch: int
+    precision: str
+    graph_optimization: str
+    budget: Budget
+    channel_multiple: int  # search keeps channel counts at multiples of this (runtime block size)
+    source: str = ""  # file it was read from
+
+
+def target_dirs(extra: Path | None = None, config_dir: Path | None = None) -> list[Path]:
+    """Where target files are looked up, first match wins."""
+    dirs = [d for d in (extra, config_dir / "targets" if config_dir else None, Path.cwd() / "targets") if d]
+    dirs.append(Path(__file__).resolve().parent.parent / "targets")  # the source checkout's targets/
+    seen: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [s.resolve() for s in seen]:
+            seen.append(d)
+    return seen
+
+
+def available_targets(dirs: list[Path]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for f in sorted(d.glob("*.toml")) if d.is_dir() else []:
+            found.setdefault(f.stem, f)
+    return found
+
+
+def load_target(name: str, dirs: list[Path]) -> Target:
+    """Find and validate target `name`; an unknown name lists the valid ones."""
+    path = Path(name)
+    if not path.suffix == ".toml":
+        targets = available_targets(dirs)
+        if name not in targets:
+            raise ConfigError(
+                f"unknown target '{name}'",
+                hint=f"valid targets: {', '.join(sorted(targets)) or '(none found)'}; "
+                     "see `hwprune targets`",
+            )
+        path = targets[name]
+    return parse_target(read_toml(path), path)
+
+
+def _budget(value: Any, where: str) -> Budget:
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"ms", "speedup"}:
+        raise ConfigError(f"{where}: budget must be {{ ms = N }} or {{ speedup = N }}",
+                          hint="e.g. budget = { speedup = 2.0 }")
+    (key, number), = value.items()
+    if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
+        raise ConfigError(f"{where}: budget {key} must be a positive number, got {number!r}",
+                          hint="e.g. budget = { ms = 0.5 }")
+    if key == "speedup" and number < 1:
+        raise ConfigError(f"{where}: budget speedup must be ≥ 1, got {number}")
+    return Budget(ms=float(number)) if key == "ms" else Budget(speedup=float(number))
+
+
+def parse_target(data: dict[str, Any], path: Path) -> Target:
+    where = str(path)
+    unknown = sorted(set(data) - set(_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'", hint=f"allowed keys: {', '.join(_KEYS)}")
+    if data.get("schema") != TARGET_SCHEMA:
+        raise ConfigError(f"{where}: schema must be {TARGET_SCHEMA}, got {data.get('schema')!r}")
+    for key in ("name", "profile", "providers", "budget"):
+        if key not in data:
+            raise ConfigError(f"{where}: missing key '{key}'")
+
+    def integer(key: str, default: int) -> int:
+        v = data.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{where}: {key} must be a positive integer, got {v!r}")
+        return v
+
+    providers = data["providers"]
+    if not isinstance(providers, list) or not providers or not all(isinstance(p, str) for p in providers):
+        raise ConfigError(f"{where}: providers must be a non-empty list of ONNX Runtime provider names")
+    opt = data.get("graph_optimization", "all")
+    if opt not in _OPT_LEVELS:
+        raise ConfigError(f"{where}: graph_optimization must be one of {', '.join(_OPT_LEVELS)}")
+    precision = data.get("precision", "fp32")
+    if precision != "fp32":
+        raise ConfigError(f"{where}: precision '{precision}' is not supported yet", hint="use precision = \"fp32\"")
+    return Target(
+        name=str(data["name"]), description=str(data.get("description", "")), profile=str(data["profile"]),
+        arch=str(data.get("arch", "")), providers=tuple(providers),
+        intra_op_threads=integer("intra_op_threads", 1), batch=integer("batch", 1), precision=precision,
+        graph_optimization=opt, budget=_budget(data["budget"], where),
+        channel_multiple=integer("channel_multiple", 8), source=where,
+    )

@@ -1,0 +1,121 @@
+"""Training, evaluation and BatchNorm re-estimation for classifiers (cross-entropy, accuracy)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from hwprune.config import TrainConfig
+from hwprune.progress import NullProgress, Progress, stage
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    iterations: int
+    final_loss: float
+
+
+def loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0,
+                      drop_last=False)
+
+
+def _lr_at(step: int, total: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    warm = max(1, int(total * config.warmup_fraction))
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: int, seed: int,
+          progress: Progress = NullProgress(), description: str = "training",
+          snapshot_at: int | None = None, on_snapshot: Callable[[nn.Module], None] | None = None) -> TrainResult:
+    """SGD (Nesterov) with warm-up + cosine schedule; calls `on_snapshot(model)` after iteration `snapshot_at`
+    (the rewind point θ_k)."""
+    torch.manual_seed(seed)
+    data = loader(dataset, config.batch_size, shuffle=True, seed=seed)
+    total = epochs * len(data)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+                                weight_decay=config.weight_decay)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    model.train()
+    step, loss_value = 0, float("nan")
+    if snapshot_at == 0 and on_snapshot:
+        on_snapshot(model)
+    with stage(progress, description, total) as bar:
+        for _ in range(epochs):
+            for inputs, labels in data:
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr_at(step, total, config)
+                optimizer.zero_grad(set_to_none=True)
+                loss = criterion(model(inputs), labels)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                loss_value = float(loss.detach())
+                bar.advance(1, f"loss {loss_value:.3f}")
+                if snapshot_at is not None and step == snapshot_at and on_snapshot:
+                    on_snapshot(model)
+    model.eval()
+    return TrainResult(step, loss_value)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512, limit: int | None = None) -> float:
+    """Top-1 accuracy (fraction) on `dataset` (its first `limit` items when given)."""
+    if limit is not None and limit < len(dataset):
+        dataset = Subset(dataset, range(limit))
+    model.eval()
+    correct = total = 0
+    for inputs, labels in loader(dataset, batch_size, shuffle=False, seed=0):
+        correct += int((model(inputs).argmax(1) == labels).sum())
+        total += len(labels)
+    return correct / max(total, 1)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
+    """Re-estimate BatchNorm running statistics on `batches` (cumulative average), in place.
+
+    Pruning shifts activation statistics; re-estimating them makes the masked network's accuracy a cheap,
+    well-correlated proxy for its accuracy after retraining (EagleEye, ECCV 2020).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.eval()
+    return model
+
+
+def sample_batches(dataset: Dataset, count: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """A fixed list of input batches (the same for every trial, so trials compare fairly)."""
+    batches = []
+    for inputs, _ in loader(dataset, batch_size, shuffle=True, seed=seed):
+        batches.append(inputs)
+        if len(batches) == count:
+            break
+    return batches
+
+
+def clone(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)

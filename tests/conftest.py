@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models (built-in CNN, a depthwise/residual/concat net) and a Fashion-MNIST subset."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "mobile"))
+
+
+def _randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics, so equivalence checks cannot pass by accident."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=gen) * 0.4 - 0.2)
+    return model.eval()
+
+
+@pytest.fixture
+def cnn() -> torch.nn.Module:
+    from hwprune.models.example_cnn import build
+    torch.manual_seed(0)
+    return _randomise_bn(build())
+
+
+@pytest.fixture
+def mobile() -> torch.nn.Module:
+    from mobile_net import build
+    torch.manual_seed(0)
+    return _randomise_bn(build())
+
+
+@pytest.fixture(params=["cnn", "mobile"])
+def any_model(request) -> torch.nn.Module:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def example() -> torch.Tensor:
+    return torch.zeros(1, 1, 28, 28)
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    from hwprune.data.fashion_mnist import DEFAULT_DIR
+    if not (DEFAULT_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST is missing: apt-get install -y dataset-fashion-mnist (the CI installs it)")
+    return DEFAULT_DIR

@@ -1,0 +1,124 @@
+"""The command line as a user meets it: exit codes, one-line errors, nothing lost, an end-to-end run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = """
+seed = 0
+[train]
+epochs = 1
+retrain_epochs = 1
+batch_size = 64
+[imp]
+rounds = 1
+extra_rounds = 1
+[search]
+trials = 5
+val_samples = 256
+bn_batches = 2
+"""
+
+
+def hwprune(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "hwprune", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def assert_clean_error(result, code, message):
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(lines) <= 2 and (len(lines) == 1 or lines[1].startswith("hint: "))
+
+
+def test_help_is_fast_and_lists_exit_codes():
+    result = hwprune("--help")
+    assert result.returncode == 0 and "exit codes" in result.stdout and "BudgetNotMetError" in result.stdout
+
+
+def test_targets_lists_x86():
+    result = hwprune("targets")
+    assert result.returncode == 0 and "x86-cpu" in result.stdout
+
+
+def test_unknown_target(tmp_path):
+    result = hwprune("--target", "no-such-device", "--out", str(tmp_path / "o"))
+    assert_clean_error(result, 2, "unknown target 'no-such-device'")
+    assert "x86-cpu" in result.stderr
+
+
+def test_bad_config_key(tmp_path):
+    config = tmp_path / "hwprune.toml"
+    config.write_text("[train]\nepochz = 3\n")
+    result = hwprune("--target", "x86-cpu", "--config", str(config), "--out", str(tmp_path / "o"))
+    assert_clean_error(result, 2, "unknown key 'epochz'")
+    assert "allowed keys" in result.stderr
+
+
+def test_bad_budget_in_target(tmp_path):
+    target = tmp_path / "neg.toml"
+    target.write_text((ROOT / "targets" / "x86-cpu.toml").read_text().replace("budget = { speedup = 2.0 }",
+                                                                               "budget = { ms = -1 }"))
+    result = hwprune("--target", str(target), "--out", str(tmp_path / "o"))
+    assert_clean_error(result, 2, "budget ms must be a positive number")
+
+
+def test_missing_data(tmp_path):
+    result = hwprune("--target", "x86-cpu", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
+    assert_clean_error(result, 3, "does not exist")
+    assert "dataset-fashion-mnist" in result.stderr
+
+
+def test_model_factory_that_fails_to_import(tmp_path):
+    config = tmp_path / "hwprune.toml"
+    config.write_text('[model]\nfactory = "not_a_module:build"\n')
+    result = hwprune("--target", "x86-cpu", "--config", str(config), "--out", str(tmp_path / "o"))
+    assert_clean_error(result, 4, "cannot import module 'not_a_module'")
+
+
+def test_existing_results_are_not_overwritten(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "report.json").write_text('{"keep": "me"}')
+    result = hwprune("--target", "x86-cpu", "--out", str(out))
+    assert_clean_error(result, 9, "already holds results")
+    assert (out / "report.json").read_text() == '{"keep": "me"}'
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_tiny_subset(tmp_path, fashion_dir):
+    config = tmp_path / "hwprune.toml"
+    config.write_text(TINY)
+    out = tmp_path / "out"
+    result = hwprune("--target", "x86-cpu", "--config", str(config), "--limit", "768", "--out", str(out),
+                     "--profiles-dir", str(tmp_path / "profiles"), "--quiet")
+    assert result.returncode in (0, 10), result.stderr
+    report = json.loads((out / "report.json").read_text())
+    for key in ("schema", "target", "budget_ms", "budget_met", "onnx", "host", "versions"):
+        assert key in report
+    for model in ("dense", "pruned"):
+        for key in ("accuracy", "latency_ms", "latency_source", "macs", "params"):
+            assert key in report[model]
+    assert report["pruned"]["latency_source"] == "measured"
+    assert report["budget_met"] == (result.returncode == 0)
+    assert report["budget_met"] == (report["pruned"]["latency_ms"] <= report["budget_ms"])
+    assert report["pruned"]["macs"] < report["dense"]["macs"]
+    assert all(report["pruned"]["widths"][g] <= w for g, w in report["dense"]["widths"].items())
+    assert report["numerics"]["max_abs_diff"] <= 1e-4
+    model = onnx.load(out / report["onnx"])
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["hwprune.target"] == "x86-cpu" and float(meta["hwprune.budget_ms"]) == pytest.approx(
+        report["budget_ms"], rel=1e-5)
+    assert (out / "report.md").read_text().startswith("# hwprune report: x86-cpu")
+    assert (tmp_path / "profiles" / "x86-cpu.json").exists()
+    # a second run into the same folder without --force is refused and changes nothing
+    before = (out / "report.json").read_bytes()
+    again = hwprune("--target", "x86-cpu", "--config", str(config), "--out", str(out))
+    assert again.returncode == 9 and (out / "report.json").read_bytes() == before
