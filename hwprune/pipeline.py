@@ -235,13 +235,17 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
         rounds.append(record)
 
     # -- export, validate, and tighten while the measured latency misses the budget -----------------------
+    # Dense and pruned are timed side by side (interleaved), so a relative budget is judged on a ratio
+    # that machine-load drift cannot fake.
     while True:
         proto = export.export(ticket.model, example)
         predicted = oracle(ticket.masks.widths())
         if not profile.measured_here:
             latency, p90, source = predicted, None, "predicted"
             break
-        stats = runtime.time_model(proto, settings, WHOLE_MODEL_PROTOCOL)
+        dense_stats, stats = runtime.time_side_by_side([dense_proto, proto], settings)
+        dense_latency, dense_p90 = dense_stats.median_ms, dense_stats.p90_ms
+        budget_ms = target.budget.resolve_ms(dense_latency)
         latency, p90, source = stats.median_ms, stats.p90_ms, "measured"
         extra = len(rounds) - config.imp.rounds
         if latency <= budget_ms or extra >= config.imp.extra_rounds:

@@ -7,7 +7,7 @@ so a measurement is the runtime's own work plus one call's overhead, never Pytho
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import onnx
@@ -136,15 +136,43 @@ def time_session(sess: ort.InferenceSession, feeds: dict[str, np.ndarray] | None
     binding = _bound(sess, feeds if feeds is not None else random_inputs(sess))
     best: LatencyStats | None = None
     for attempt in range(1, protocol.attempts + 1):
-        ms = _one_attempt(sess, binding, protocol)
-        q10, q25, q50, q75, q90 = np.percentile(ms, [10, 25, 50, 75, 90])
-        stats = LatencyStats(float(q50), float(q90), float((q75 - q25) / q50), len(ms), attempt)
+        stats = _stats(_one_attempt(sess, binding, protocol), attempt)
         if best is None or stats.median_ms < best.median_ms:
-            best = LatencyStats(stats.median_ms, stats.p90_ms, stats.spread, stats.n, attempt)
+            best = stats
         if stats.spread <= protocol.noise_limit:
             break
     assert best is not None
     return LatencyStats(best.median_ms, best.p90_ms, best.spread, best.n, attempt)
+
+
+def _stats(ms: np.ndarray, attempt: int) -> LatencyStats:
+    q25, q50, q75, q90 = np.percentile(ms, [25, 50, 75, 90])
+    return LatencyStats(float(q50), float(q90), float((q75 - q25) / q50), len(ms), attempt)
+
+
+def time_side_by_side(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings,
+                      protocol: TimingProtocol = WHOLE_MODEL_PROTOCOL, blocks: int = 6) -> list[LatencyStats]:
+    """Latencies of several models timed in interleaved blocks, so drifting machine load hits all alike.
+
+    Their ratios (e.g. a speedup) are what a shared machine can measure reliably.
+    """
+    sessions = [session(m, settings) for m in models]
+    bindings = [_bound(s, random_inputs(s)) for s in sessions]
+    block = replace(protocol, min_time_s=protocol.min_time_s / blocks,
+                    min_repeats=max(10, protocol.min_repeats // blocks))
+    best: list[LatencyStats] | None = None
+    for attempt in range(1, protocol.attempts + 1):
+        samples: list[list[np.ndarray]] = [[] for _ in models]
+        for _ in range(blocks):
+            for i, (sess, binding) in enumerate(zip(sessions, bindings, strict=True)):
+                samples[i].append(_one_attempt(sess, binding, block))
+        stats = [_stats(np.concatenate(s), attempt) for s in samples]
+        if best is None or sum(s.median_ms for s in stats) < sum(s.median_ms for s in best):
+            best = stats
+        if all(s.spread <= protocol.noise_limit for s in stats):
+            break
+    assert best is not None
+    return best
 
 
 def time_model(model: onnx.ModelProto | bytes, settings: RuntimeSettings,

@@ -122,3 +122,25 @@ def test_end_to_end_on_a_tiny_subset(tmp_path, fashion_dir):
     before = (out / "report.json").read_bytes()
     again = hwprune("--target", "x86-cpu", "--config", str(config), "--out", str(out))
     assert again.returncode == 9 and (out / "report.json").read_bytes() == before
+
+
+def test_factory_returning_a_non_module(tmp_path):
+    (tmp_path / "bad_model.py").write_text("def build():\n    return 42\n")
+    config = tmp_path / "hwprune.toml"
+    config.write_text('[model]\nfactory = "bad_model:build"\n')
+    result = hwprune("--target", "x86-cpu", "--config", str(config), "--out", str(tmp_path / "o"))
+    assert_clean_error(result, 4, "returned int, not a torch.nn.Module")
+
+
+@pytest.mark.slow
+def test_infeasible_budget_names_the_reachable_latency(tmp_path, fashion_dir):
+    target = tmp_path / "tight.toml"
+    target.write_text((ROOT / "targets" / "x86-cpu.toml").read_text().replace("budget = { speedup = 2.0 }",
+                                                                               "budget = { ms = 0.0001 }"))
+    config = tmp_path / "hwprune.toml"
+    config.write_text(TINY)
+    result = hwprune("--target", str(target), "--config", str(config), "--limit", "256", "--out",
+                     str(tmp_path / "o"), "--profiles-dir", str(tmp_path / "p"), "--quiet")
+    assert_clean_error(result, 7, "infeasible")
+    assert "max_prune_rate" in result.stderr
+    assert not (tmp_path / "o" / "report.json").exists()
