@@ -8,20 +8,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Masks:
-    """For every prunable group (named by its root layer), the sorted dense channel indices kept."""
+    """For every prunable group (named by its root layer, in module order), the sorted dense channel
+    indices kept."""
 
     dense_widths: tuple[tuple[str, int], ...]
     kept: tuple[tuple[str, tuple[int, ...]], ...]
 
     @classmethod
     def full(cls, dense_widths: dict[str, int]) -> Masks:
-        items = tuple(sorted(dense_widths.items()))
+        items = tuple(dense_widths.items())
         return cls(items, tuple((g, tuple(range(w))) for g, w in items))
 
     @classmethod
     def from_kept(cls, dense_widths: dict[str, int], kept: dict[str, list[int] | tuple[int, ...]]) -> Masks:
-        return cls(tuple(sorted(dense_widths.items())), tuple((g, tuple(sorted(kept[g]))) for g, _ in
-                                                               sorted(dense_widths.items())))
+        return cls(tuple(dense_widths.items()), tuple((g, tuple(sorted(kept[g]))) for g in dense_widths))
 
     def kept_of(self, group: str) -> tuple[int, ...]:
         return dict(self.kept)[group]
