@@ -13,7 +13,6 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass
-
 from fractions import Fraction
 
 import numpy as np
@@ -313,7 +312,10 @@ def _constant_rules(dense: onnx.ModelProto, probe: onnx.ModelProto, dense_widths
                     probe_widths: dict[str, int]) -> tuple[tuple[int, int, ShapeRule], ...]:
     """Rules for small integer constants (reshape targets) that scale with one group's width."""
     a, b = dense.graph.initializer, probe.graph.initializer
-    if [i.name for i in a if i.data_type == TensorProto.INT64] != [i.name for i in b if i.data_type == TensorProto.INT64]:
+    def int_names(inits) -> list[str]:
+        return [i.name for i in inits if i.data_type == TensorProto.INT64]
+
+    if int_names(a) != int_names(b):
         raise ProfileError("the model's ONNX graph changes structure when channels are pruned",
                            hint="the model must export to the same graph at any channel widths")
     probe_by_name = {i.name: i for i in b}

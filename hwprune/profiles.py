@@ -150,7 +150,8 @@ class DeviceProfile:
     def from_json(cls, data: Any, path: Path) -> DeviceProfile:
         def need(obj: Any, key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
             if not isinstance(obj, dict) or key not in obj:
-                raise ProfileError(f"{path}: missing field '{where}{key}'", hint="the profile is corrupt; re-measure it")
+                raise ProfileError(f"{path}: missing field '{where}{key}'",
+                                   hint="the profile is corrupt; re-measure it")
             if not isinstance(obj[key], kind):
                 raise ProfileError(f"{path}: field '{where}{key}' has the wrong type", hint="re-measure the profile")
             return obj[key]
@@ -220,7 +221,7 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
         return profile
     if target_arch and target_arch != platform.machine():
         raise ProfileError(f"no profile {path} for this {target_arch} target, and this {platform.machine()} host "
-                           "cannot measure one", hint=f"run `hwprune profile` on the device and copy the file here")
+                           "cannot measure one", hint="run `hwprune profile` on the device and copy the file here")
     return new_host_profile(profile_id, settings, protocol, path)
 
 

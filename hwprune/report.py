@@ -85,7 +85,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## IMP rounds", "", "| round | target (predicted) | predicted | proxy acc | val acc after retrain | "
               "trials (feasible) | seconds |", "|---|---|---|---|---|---|---|"]
     for r in report["imp"]["rounds"]:
-        lines.append(f"| {r['round']} | {r['target_ms']:.4f} ms | {r['predicted_ms']:.4f} ms | {r['proxy_accuracy']:.4f} "
+        lines.append(f"| {r['round']} | {r['target_ms']:.4f} ms | {r['predicted_ms']:.4f} ms "
+                     f"| {r['proxy_accuracy']:.4f} "
                      f"| {r['val_accuracy']:.4f} | {r['trials']} ({r['feasible_trials']}) | {r['seconds']:.0f} |")
     prof = report["profile"]
     lines += [
@@ -94,7 +95,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"- Latency `measured` = ONNX Runtime {report['versions']['onnxruntime']} on host "
         f"`{report['host']['hostname']}` ({report['host']['cpu']}), "
-        f"{'/'.join(report['target_settings']['providers'])}, {report['target_settings']['intra_op_threads']} thread(s), "
+        f"{'/'.join(report['target_settings']['providers'])}, "
+        f"{report['target_settings']['intra_op_threads']} thread(s), "
         "median of timed single calls after warm-up.",
         f"- Latency `predicted` = profile `{prof['id']}` ({prof['provenance']} on `{prof['host']}`, "
         f"{prof['entries']} kernels; {prof['kernels_measured_this_run']} measured in this run)"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import optuna
 
 from hwprune.errors import SearchError
-from hwprune.prune.masks import keep_count
 from hwprune.progress import NullProgress, Progress, stage
+from hwprune.prune.masks import keep_count
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -6,8 +6,8 @@ import pytest
 
 from hwprune import export, profiles, runtime
 from hwprune.errors import ProfileError
-from hwprune.latency import LatencyModel
-from hwprune.pipeline import LatencyOracle, build_template
+from hwprune.latency import LatencyModel, LatencyOracle
+from hwprune.pipeline import build_template
 from hwprune.progress import NullProgress
 from hwprune.prune import graph
 from hwprune.runtime import WHOLE_MODEL_PROTOCOL, RuntimeSettings, TimingProtocol
@@ -32,8 +32,11 @@ def test_prediction_within_15_percent_of_measurement(oracle):
     for i in range(4):
         widths = {g: 8 * rng.randint(2, w // 8) for g, w in dense.items()}
         predicted = oracle(widths)
-        measured = runtime.time_model(oracle.template.instantiate(widths, seed=i), CPU, WHOLE_MODEL_PROTOCOL).median_ms
+        model = oracle.template.instantiate(widths, seed=i)
+        # other load on a shared machine only ever slows a run down: the least disturbed of three counts
+        measured = min(runtime.time_model(model, CPU, WHOLE_MODEL_PROTOCOL).median_ms for _ in range(3))
         errors.append(abs(predicted - measured) / measured)
+    print("relative errors", [round(e, 3) for e in errors])
     assert max(errors) <= 0.15, errors
 
 

@@ -17,9 +17,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hwprune.config import ProjectConfig
+from hwprune.progress import NullProgress, Progress
 from hwprune.prune import graph
 from hwprune.prune.masks import Masks
-from hwprune.progress import NullProgress, Progress
 from hwprune.search import SearchSpace, TrialRecord, search
 from hwprune.train import accuracy, recalibrate_bn, sample_batches, train
 
