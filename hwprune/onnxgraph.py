@@ -71,7 +71,6 @@ def _partition(model: onnx.ModelProto) -> list[list[onnx.NodeProto]]:
         for i in n.input:
             consumers[i] = consumers.get(i, 0) + 1
     graph_outputs = {o.name for o in model.graph.output}
-    producer = {o: n for n in nodes for o in n.output}
     used: set[int] = set()
     kernels: list[list[onnx.NodeProto]] = []
 
@@ -95,7 +94,6 @@ def _partition(model: onnx.ModelProto) -> list[list[onnx.NodeProto]]:
                     chain.append(nxt)
         used.update(id(n) for n in chain)
         kernels.append(chain)
-    del producer
     return kernels
 
 
