@@ -125,7 +125,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hwprune import pipeline, report
     options = pipeline.RunOptions(out_dir=out_dir, profiles_dir=profiles_dir, force=args.force,
                                   data_dir=args.data_dir, data_limit=args.limit)
-    pipeline.prepare_out_dir(out_dir, args.force)  # fail before any training
     if args.quiet:
         result = pipeline.run(config, target, options)
     else:

@@ -155,9 +155,8 @@ def _train_dense(config: ProjectConfig, target: Target, options: RunOptions, pro
 
 
 def _latency_oracle(dense: _Dense, dense_proto: onnx.ModelProto, config: ProjectConfig, target: Target,
-                    options: RunOptions, progress: Progress) -> LatencyOracle:
+                    settings: RuntimeSettings, options: RunOptions, progress: Progress) -> LatencyOracle:
     """Template of the trained architecture, the target's profile (opened or created), calibration."""
-    settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
     template = build_template(dense.model, dense.example, dense_proto, dense.widths, config.model.ignore)
     profile = profiles.open_profile(target.profile, settings, options.profiles_dir, target.arch)
     if not profile.measured_here:
@@ -182,7 +181,7 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
 
     t0 = time.perf_counter()
     dense_proto = export.export(dense.model, example)
-    oracle = _latency_oracle(dense, dense_proto, config, target, options, progress)
+    oracle = _latency_oracle(dense, dense_proto, config, target, settings, options, progress)
     measured_here = oracle.profile.measured_here
     dense_predicted = oracle(dense.widths)
     dense_planning_ms = (runtime.time_model(dense_proto, settings, WHOLE_MODEL_PROTOCOL).median_ms

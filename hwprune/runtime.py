@@ -134,21 +134,6 @@ def _one_attempt(sess: ort.InferenceSession, binding: ort.IOBinding, protocol: T
     return np.asarray(times, dtype=np.float64) / 1e6
 
 
-def time_session(sess: ort.InferenceSession, feeds: dict[str, np.ndarray] | None = None,
-                 protocol: TimingProtocol = TimingProtocol()) -> LatencyStats:
-    """Latency of one inference call under `protocol`."""
-    binding = _bound(sess, feeds if feeds is not None else random_inputs(sess))
-    best: LatencyStats | None = None
-    for attempt in range(1, protocol.attempts + 1):
-        stats = _stats(_one_attempt(sess, binding, protocol), attempt)
-        if best is None or stats.median_ms < best.median_ms:
-            best = stats
-        if attempt >= protocol.min_attempts and stats.spread <= protocol.noise_limit:
-            break
-    assert best is not None
-    return LatencyStats(best.median_ms, best.p90_ms, best.spread, best.n, attempt)
-
-
 def _stats(ms: np.ndarray, attempt: int) -> LatencyStats:
     q25, q50, q75, q90 = np.percentile(ms, [25, 50, 75, 90])
     return LatencyStats(float(q50), float(q90), float((q75 - q25) / q50), len(ms), attempt)
@@ -180,6 +165,6 @@ def time_side_by_side(models: list[onnx.ModelProto | bytes], settings: RuntimeSe
 
 
 def time_model(model: onnx.ModelProto | bytes, settings: RuntimeSettings,
-               protocol: TimingProtocol = TimingProtocol(), feeds: dict[str, np.ndarray] | None = None
-               ) -> LatencyStats:
-    return time_session(session(model, settings), feeds, protocol)
+               protocol: TimingProtocol = TimingProtocol()) -> LatencyStats:
+    """Latency of one inference call of `model` under `protocol`."""
+    return time_side_by_side([model], settings, protocol, blocks=1)[0]
