@@ -1,21 +1,28 @@
-"""LatencyModel: a network's latency predicted from a device profile's kernel table; LatencyOracle: the
-same for any channel widths of one architecture, measuring missing kernels on this host when it can.
+"""Latency predicted from a device profile, for any channel widths of one architecture.
 
-Predicted latency = scale · Σ (kernel entry − call overhead) + offset, with the calibration fitted on whole
-networks of the same architecture. A kernel missing from the table is an error, never 0 ms.
+Measured profiles: the network at the asked widths is handed to ONNX Runtime's optimiser on this host, and
+its optimised graph (fusions, NCHWc layouts, channel padding, layout reorders: the runtime's own step
+structure) is cut into one kernel per node. Predicted latency = scale · Σ (kernel entry − call overhead)
++ offset, the calibration fitted on whole networks of the same architecture. Kernels the table lacks are
+measured on first need where this host is the device; elsewhere a missing kernel is an error, never 0 ms.
+
+Analytic profiles: a roofline over the exported graph's kernels (see `analytic`), never measured.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 
-from hwprune import profiles, runtime
+from hwprune import analytic, profiles, runtime
 from hwprune.errors import ProfileError
-from hwprune.onnxgraph import GraphTemplate, Kernel
+from hwprune.onnxgraph import GraphTemplate, Kernel, runtime_kernels
 from hwprune.profiles import Calibration, DeviceProfile
 from hwprune.progress import NullProgress, Progress, stage
 from hwprune.runtime import WHOLE_MODEL_PROTOCOL, TimingProtocol
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,9 +30,12 @@ class Prediction:
     latency_ms: float
     kernel_sum_ms: float
     per_kernel_ms: tuple[tuple[str, float], ...]  # (op label, ms) in graph order
+    source: str  # "table" or "analytic"
 
 
 class LatencyModel:
+    """Σ of a profile's kernel entries (less the per-call overhead each entry includes), calibrated."""
+
     def __init__(self, profile: DeviceProfile, architecture_key: str) -> None:
         self.profile = profile
         self.architecture_key = architecture_key
@@ -35,6 +45,9 @@ class LatencyModel:
         return self.profile.calibrations.get(self.architecture_key)
 
     def kernel_sum_ms(self, kernels: list[Kernel]) -> tuple[float, list[tuple[str, float]]]:
+        if self.profile.analytic is not None:
+            parts = [(k.op, analytic.kernel_ms(k, self.profile.analytic)) for k in kernels]
+            return sum(ms for _, ms in parts), parts
         parts = []
         for k in kernels:
             entry = self.profile.entries.get(k.signature)
@@ -47,8 +60,13 @@ class LatencyModel:
     def predict(self, kernels: list[Kernel]) -> Prediction:
         total, parts = self.kernel_sum_ms(kernels)
         cal = self.calibration
-        latency = cal.scale * total + cal.offset_ms if cal else total + self.profile.overhead_ms
-        return Prediction(latency, total, tuple(parts))
+        if cal is not None:
+            latency = cal.scale * total + cal.offset_ms
+        elif self.profile.analytic is not None:
+            latency = total + self.profile.analytic.call_overhead_us / 1000
+        else:
+            latency = total + self.profile.overhead_ms
+        return Prediction(latency, total, tuple(parts), "analytic" if self.profile.analytic else "table")
 
 
 class LatencyOracle:
@@ -62,34 +80,48 @@ class LatencyOracle:
         self.protocol = protocol
         self.progress = progress
         self.measured_kernels = 0
+        self._kernels: dict[tuple[tuple[str, int], ...], list[Kernel]] = {}
+
+    def kernels(self, widths: dict[str, int]) -> list[Kernel]:
+        """The kernels the device runs for `widths`: the runtime's optimised graph, or (analytic) the export's."""
+        key = tuple(sorted(widths.items()))
+        if key not in self._kernels:
+            if self.profile.analytic is not None:
+                self._kernels[key] = self.template.kernels(widths)
+            else:
+                optimized, shapes = runtime.optimized_graph(self.template.instantiate(widths, seed=0),
+                                                            self.profile.settings)
+                self._kernels[key] = runtime_kernels(optimized, shapes)
+        return self._kernels[key]
 
     def ensure(self, widths_list: list[dict[str, int]]) -> None:
-        kernels = [k for w in widths_list for k in self.template.kernels(w)]
+        if self.profile.analytic is not None:
+            return
+        kernels = [k for w in widths_list for k in self.kernels(w)]
         missing = {k.signature for k in kernels} - set(self.profile.entries)
         if missing and self.profile.measured_here:
             with stage(self.progress, "measuring latency table", len(missing), transient=True) as bar:
                 self.measured_kernels += profiles.measure_missing(
                     self.profile, kernels, self.protocol, lambda i, n: bar.advance(1, f"kernel {i}/{n}"))
 
-    def __call__(self, widths: dict[str, int]) -> float:
+    def predict(self, widths: dict[str, int]) -> Prediction:
         self.ensure([widths])
-        return self.model.predict(self.template.kernels(widths)).latency_ms
+        return self.model.predict(self.kernels(widths))
+
+    def __call__(self, widths: dict[str, int]) -> float:
+        return self.predict(widths).latency_ms
 
     def calibrate(self, dense_widths: dict[str, int], multiple: int, seed: int) -> profiles.Calibration | None:
-        """Fit Σ-kernels → whole-model latency on networks measured here (dense, uniform and random widths)."""
+        """Fit Σ-kernels → whole-model latency on networks measured here: dense, uniformly thinned, random
+        aligned and random unaligned widths (the search and users' models produce both)."""
         if self.model.calibration is not None or not self.profile.measured_here:
             return self.model.calibration
-        rng = random.Random(seed)
-        configs = [dense_widths]
-        configs += [{g: max(multiple, multiple * round(w * f / multiple)) for g, w in dense_widths.items()}
-                    for f in (0.75, 0.5, 0.35)]
-        configs += [{g: max(multiple, multiple * rng.randint(1, max(1, w // multiple))) for g, w in
-                     dense_widths.items()} for _ in range(3)]
+        configs = calibration_configs(dense_widths, multiple, seed)
         self.ensure(configs)
         sums, measured = [], []
         with stage(self.progress, "calibrating latency model", len(configs)) as bar:
             for i, widths in enumerate(configs):
-                sums.append(self.model.kernel_sum_ms(self.template.kernels(widths))[0])
+                sums.append(self.model.kernel_sum_ms(self.kernels(widths))[0])
                 measured.append(runtime.time_model(self.template.instantiate(widths, seed=i),
                                                    self.profile.settings, WHOLE_MODEL_PROTOCOL).median_ms)
                 bar.advance(1)
@@ -97,3 +129,14 @@ class LatencyOracle:
         self.profile.calibrations[self.template.key] = calibration
         self.profile.save()
         return calibration
+
+
+def calibration_configs(dense_widths: dict[str, int], multiple: int, seed: int) -> list[dict[str, int]]:
+    rng = random.Random(seed)
+    configs = [dense_widths]
+    configs += [{g: max(multiple, multiple * round(w * f / multiple)) for g, w in dense_widths.items()}
+                for f in (0.75, 0.5, 0.35)]
+    configs += [{g: max(multiple, multiple * rng.randint(1, max(1, w // multiple))) for g, w in
+                 dense_widths.items()} for _ in range(3)]
+    configs += [{g: rng.randint(max(1, w // 6), w) for g, w in dense_widths.items()} for _ in range(2)]
+    return configs

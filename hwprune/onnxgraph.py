@@ -110,17 +110,36 @@ def _conv_macs(node: onnx.NodeProto, shapes: dict) -> int:
 
 
 def kernels(model: onnx.ModelProto, shaped: bool = False) -> list[Kernel]:
-    """The kernels of a (static-shape) model, in graph order."""
+    """The kernels of an exported (static-shape) model in graph order, fused as a runtime would fuse them."""
     if not shaped:
         model = with_shapes(model)
-    shapes = _shape_map(model)
+    return _to_kernels(model, _partition(model), _shape_map(model))
+
+
+def runtime_kernels(optimized: onnx.ModelProto, shapes: dict[str, tuple[list[int], int]]) -> list[Kernel]:
+    """The kernels of a graph as ONNX Runtime optimised it (see `runtime.optimized_graph`): one per node,
+    since the runtime has already fused, re-laid out and padded; each is timed with optimisation off."""
+    return _to_kernels(optimized, [[n] for n in optimized.graph.node if n.op_type != "Constant"], shapes)
+
+
+def _label(chain: list[onnx.NodeProto]) -> str:
+    parts = []
+    for n in chain:
+        domain = {"com.microsoft.nchwc": "nchwc.", "com.microsoft": "ms."}.get(n.domain, "")
+        activation = [a.s.decode() for a in n.attribute if a.name == "activation" and a.type == a.STRING]
+        parts.append(domain + n.op_type + "".join("+" + a for a in activation))
+    return "+".join(parts)
+
+
+def _to_kernels(model: onnx.ModelProto, chains: list[list[onnx.NodeProto]],
+                shapes: dict[str, tuple[list[int], int]]) -> list[Kernel]:
     inits = {i.name: i for i in model.graph.initializer}
     constants = {n.output[0]: n.attribute[0].t for n in model.graph.node
                  if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR}
     inits.update(constants)
-    opset = [(o.domain, o.version) for o in model.opset_import]
+    opsets = {o.domain: o.version for o in model.opset_import}
     result = []
-    for chain in _partition(model):
+    for chain in chains:
         produced = {o for n in chain for o in n.output}
         names: dict[str, str] = {}
         spec_inputs, spec_inits = [], []
@@ -156,10 +175,12 @@ def kernels(model: onnx.ModelProto, shaped: bool = False) -> list[Kernel]:
         out_shape, out_type = shapes.get(last.output[0], (None, None))
         if not out_shape:
             raise ProfileError(f"node '{last.name}' ({last.op_type}) has no inferred output shape")
+        domains = sorted({"", *(n.domain for n in chain)})
         spec = {"nodes": spec_nodes, "inputs": spec_inputs, "inits": spec_inits,
-                "outputs": [[names[last.output[0]], out_shape, out_type]], "opset": opset}
+                "outputs": [[names[last.output[0]], out_shape, out_type]],
+                "opset": [[d, opsets.get(d, 1)] for d in domains]}
         signature = json.dumps(spec, separators=(",", ":"), sort_keys=True)
-        result.append(Kernel(signature, "+".join(n.op_type for n in chain), sum(_conv_macs(n, shapes) for n in chain)))
+        result.append(Kernel(signature, _label(chain), sum(_conv_macs(n, shapes) for n in chain)))
     return result
 
 

@@ -1,8 +1,10 @@
 """Device profiles: a per-kernel latency table with full provenance, loaded, validated, extended and saved.
 
-A profile is *measured* on a named host (its fingerprint is recorded) under one runtime setting. When this
-host is the profile's device, missing kernels are measured on first need and cached in the file; otherwise
-the profile can only predict, and a kernel it lacks is an error, never 0 ms.
+A *measured* profile is timed on a named host (its fingerprint is recorded) under one runtime setting; its
+kernels are the nodes of ONNX Runtime's optimised graph, so it predicts on hosts whose runtime builds the
+same graph (same architecture, ISA and onnxruntime version). When this host is the profile's device,
+missing kernels are measured on first need and cached in the file; otherwise a kernel it lacks is an error,
+never 0 ms. An *analytic* profile holds cited device figures for a roofline instead of a table.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import onnx
 from onnx import helper
 
 from hwprune import atomic, runtime
+from hwprune.analytic import AnalyticSpec
 from hwprune.errors import ProfileError
 from hwprune.onnxgraph import Kernel
 from hwprune.runtime import RuntimeSettings, TimingProtocol
 
 log = logging.getLogger(__name__)
-PROFILE_SCHEMA = 1
+PROFILE_SCHEMA = 2
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
               "asimd", "sve")
 
@@ -85,7 +88,7 @@ class DeviceProfile:
     def __init__(self, profile_id: str, fingerprint: HostFingerprint, settings: RuntimeSettings, ort_version: str,
                  provenance: dict[str, Any], protocol: dict[str, Any], overhead_ms: float = 0.0,
                  entries: dict[str, Entry] | None = None, calibrations: dict[str, Calibration] | None = None,
-                 path: Path | None = None) -> None:
+                 path: Path | None = None, analytic: AnalyticSpec | None = None) -> None:
         self.id = profile_id
         self.fingerprint = fingerprint
         self.settings = settings
@@ -96,6 +99,7 @@ class DeviceProfile:
         self.entries = entries or {}
         self.calibrations = calibrations or {}
         self.path = path
+        self.analytic = analytic
 
     # -- identity ------------------------------------------------------------------------------------------
     def host_mismatches(self) -> list[str]:
@@ -105,9 +109,22 @@ class DeviceProfile:
             reasons.append(f"onnxruntime: {self.ort_version!r} vs {runtime.version()!r}")
         return reasons
 
+    def graph_mismatches(self) -> list[str]:
+        """Why this host's ONNX Runtime would build other graphs than the profile's device (empty if none)."""
+        current = HostFingerprint.current()
+        reasons = [f"{k}: {a!r} vs {b!r}" for k, a, b in
+                   ((k, getattr(self.fingerprint, k), getattr(current, k)) for k in ("arch", "isa")) if a != b]
+        if self.ort_version != runtime.version():
+            reasons.append(f"onnxruntime: {self.ort_version!r} vs {runtime.version()!r}")
+        return reasons
+
+    @property
+    def kind(self) -> str:
+        return str(self.provenance.get("kind"))
+
     @property
     def measured_here(self) -> bool:
-        return self.provenance.get("kind") == "measured" and not self.host_mismatches()
+        return self.kind == "measured" and not self.host_mismatches()
 
     def describe(self) -> str:
         return (f"profile '{self.id}' ({self.provenance.get('kind')} on {self.provenance.get('host')}, "
@@ -124,6 +141,7 @@ class DeviceProfile:
             "protocol": self.protocol,
             "overhead_ms": self.overhead_ms,
             "calibration": {k: asdict(v) for k, v in self.calibrations.items()},
+            **({"analytic": asdict(self.analytic)} if self.analytic else {}),
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
         }
 
@@ -158,8 +176,8 @@ class DeviceProfile:
 
         schema = need(data, "schema", int)
         if schema != PROFILE_SCHEMA:
-            raise ProfileError(f"{path}: profile schema {schema} is not supported (expected {PROFILE_SCHEMA})",
-                               hint="re-measure with this hwprune version")
+            raise ProfileError(f"{path}: profile schema {schema} is not supported (this hwprune reads schema "
+                               f"{PROFILE_SCHEMA})", hint="delete the file and re-measure with `hwprune profile`")
         device = need(data, "device", dict)
         rt = need(data, "runtime", dict)
         try:
@@ -170,13 +188,23 @@ class DeviceProfile:
             entries = {k: Entry(**v) for k, v in need(data, "entries", dict).items()}
             calibrations = {k: Calibration(**v) for k, v in data.get("calibration", {}).items()}
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProfileError(f"{path}: malformed profile ({exc})", hint="re-measure the profile") from None
+            raise ProfileError(f"{path}: malformed profile ({type(exc).__name__}: {exc})",
+                               hint="re-measure the profile") from None
         provenance = need(data, "provenance", dict)
-        if provenance.get("kind") not in ("measured", "analytic"):
-            raise ProfileError(f"{path}: provenance.kind must be 'measured' or 'analytic'")
+        kind = provenance.get("kind")
+        if kind not in ("measured", "analytic"):
+            raise ProfileError(f"{path}: field 'provenance.kind' must be 'measured' or 'analytic', got {kind!r}")
+        spec = None
+        if kind == "analytic":
+            try:
+                spec = AnalyticSpec.from_json(need(data, "analytic", dict))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProfileError(f"{path}: malformed field 'analytic' ({exc})",
+                                   hint="every device figure needs a value and a citation in analytic.sources"
+                                   ) from None
         return cls(str(need(data, "id", str)), fingerprint, settings, str(need(rt, "onnxruntime", str, "runtime.")),
                    provenance, data.get("protocol", {}), float(data.get("overhead_ms", 0.0)), entries,
-                   calibrations, Path(path))
+                   calibrations, Path(path), spec)
 
 
 def _now() -> str:
@@ -189,9 +217,10 @@ def new_host_profile(profile_id: str, settings: RuntimeSettings, protocol: Timin
     profile = DeviceProfile(
         profile_id, HostFingerprint.current(), settings, runtime.version(),
         provenance={"kind": "measured", "host": socket.gethostname(), "created": _now(),
-                    "method": "each kernel timed alone in ONNX Runtime (IOBinding), minus the call overhead"},
+                    "method": "each node of ONNX Runtime's optimised graph timed alone (optimisation off, "
+                              "IOBinding), minus the call overhead; calibrated on whole networks"},
         protocol=protocol.to_json(), path=path)
-    profile.overhead_ms = runtime.time_model(_null_model(), settings, protocol).median_ms
+    profile.overhead_ms = runtime.time_model(_null_model(), runtime.as_built(settings), protocol).median_ms
     return profile
 
 
@@ -214,10 +243,18 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
         if profile.settings != settings:
             raise ProfileError(f"{path}: measured with {profile.settings.describe()}, the target asks for "
                                f"{settings.describe()}", hint="use a profile id per runtime setting in the target")
-        mismatches = profile.host_mismatches()
-        if mismatches and profile.provenance.get("kind") == "measured":
-            log.warning("profile %s was measured on another host or runtime (%s); latencies are predicted, not "
-                        "measured here", path, "; ".join(mismatches))
+        if profile.kind == "measured":
+            graph_differs = profile.graph_mismatches()
+            if graph_differs:
+                raise ProfileError(
+                    f"{path} was measured where ONNX Runtime builds other graphs ({'; '.join(graph_differs)}), "
+                    "so its table cannot predict on this host",
+                    hint="run hwprune on the device itself, or move the file away to use the target's analytic "
+                         "profile")
+            mismatches = profile.host_mismatches()
+            if mismatches:
+                log.warning("profile %s was measured on another host (%s); latencies are predicted, not measured "
+                            "here", path, "; ".join(mismatches))
         return profile
     if target_arch and target_arch != platform.machine():
         raise ProfileError(f"no profile {path} for this {target_arch} target, and this {platform.machine()} host "
@@ -237,7 +274,7 @@ def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol:
                            f"and this host cannot measure it ({reasons})",
                            hint="run `hwprune profile` on the target device to extend the table")
     for i, kernel in enumerate(todo, 1):
-        stats = runtime.time_model(kernel.build(), profile.settings, protocol)
+        stats = runtime.time_model(kernel.build(), runtime.as_built(profile.settings), protocol)
         profile.entries[kernel.signature] = Entry(stats.median_ms, stats.p90_ms, stats.spread, stats.n, kernel.op)
         if on_measured:
             on_measured(i, len(todo))

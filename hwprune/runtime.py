@@ -6,12 +6,14 @@ so a measurement is the runtime's own work plus one call's overhead, never Pytho
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import helper
 
 from hwprune.errors import ProfileError
 
@@ -79,19 +81,54 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def session(model: onnx.ModelProto | bytes, settings: RuntimeSettings) -> ort.InferenceSession:
+def session(model: onnx.ModelProto | bytes, settings: RuntimeSettings, save_optimized: str | None = None
+            ) -> ort.InferenceSession:
     missing = [p for p in settings.providers if p not in ort.get_available_providers()]
     if missing:
         raise ProfileError(f"execution provider {missing[0]} is not available on this host",
                            hint=f"available: {', '.join(ort.get_available_providers())}")
+    payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    options = _options(settings)
+    if save_optimized:
+        options.optimized_model_filepath = save_optimized
+    return ort.InferenceSession(payload, options, providers=list(settings.providers))
+
+
+def _options(settings: RuntimeSettings) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = _OPT[settings.graph_optimization]
     options.log_severity_level = 3
-    payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(payload, options, providers=list(settings.providers))
+    return options
+
+
+def optimized_graph(model: onnx.ModelProto, settings: RuntimeSettings
+                    ) -> tuple[onnx.ModelProto, dict[str, tuple[list[int], int]]]:
+    """The graph ONNX Runtime executes for `model` under `settings` (its fusions, NCHWc layouts, channel
+    padding, layout reorders), with the shape and element type of every tensor, found by running it once."""
+    with tempfile.TemporaryDirectory() as tmp:
+        session(model, settings, save_optimized=f"{tmp}/optimized.onnx")
+        optimized = onnx.load(f"{tmp}/optimized.onnx")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(optimized)
+    outputs = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        for name in node.output:
+            if name and name not in outputs:
+                probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+                outputs.add(name)
+    sess = session(probe, as_built(settings))
+    feeds = random_inputs(sess)
+    values = dict(zip((o.name for o in sess.get_outputs()), sess.run(None, feeds), strict=True)) | feeds
+    shapes = {name: (list(v.shape), helper.np_dtype_to_tensor_dtype(v.dtype)) for name, v in values.items()}
+    return optimized, shapes
+
+
+def as_built(settings: RuntimeSettings) -> RuntimeSettings:
+    """The same settings with graph optimisation off: for graphs that are already what the runtime runs."""
+    return replace(settings, graph_optimization="disable")
 
 
 def random_inputs(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
