@@ -6,22 +6,26 @@ Heavy modules (torch, onnxruntime, optuna) are imported inside commands so `hwpr
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 from hwprune import __version__
 from hwprune.errors import EXIT_CODES, BudgetNotMetError, HwpruneError
+from hwprune.models import MODELS
 
 EPILOG = "exit codes: " + ", ".join(f"{code} {name}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1]))
 
 
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="hwprune", epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets.",
+        prog="hwprune", epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets; `hwprune profile "
+                                        "--target NAME` measures a target's latency table on this host.",
         description="Prune a PyTorch model until its measured ONNX Runtime latency fits the target's budget.")
     p.add_argument("--target", required=True, help="target name (see `hwprune targets`) or a target .toml file")
     p.add_argument("--config", type=Path, help="project config (hwprune.toml); default: built-in Fashion-MNIST example")
+    p.add_argument("--model", help=f"built-in model instead of the config's ({', '.join(MODELS)})")
     p.add_argument("--out", type=Path, help="output folder (default: out/TARGET)")
     p.add_argument("--force", action="store_true", help="replace results already in the output folder")
     p.add_argument("--data-dir", help="dataset folder for the data factory (built-in: Fashion-MNIST IDX files)")
@@ -39,7 +43,26 @@ def _targets_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwprune targets", description="List the available targets.")
     p.add_argument("--config", type=Path)
     p.add_argument("--targets-dir", type=Path)
+    p.add_argument("--profiles-dir", type=Path, help="folder of device profiles (default: ./profiles)")
     p.add_argument("--debug", action="store_true")
+    return p
+
+
+def _profile_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hwprune profile", epilog=EPILOG,
+        description="Measure the target's latency table for the model's search space on this host (the device), "
+                    "with an alignment sweep and a whole-network calibration. Replaces an analytic profile.")
+    p.add_argument("--target", required=True, help="target name (see `hwprune targets`) or a target .toml file")
+    p.add_argument("--config", type=Path, help="project config whose model is profiled (default: built-in example)")
+    p.add_argument("--model", help=f"built-in model instead of the config's ({', '.join(MODELS)})")
+    p.add_argument("--networks", type=int, default=30, help="search-space networks measured up front (default 30); "
+                   "kernels a search needs beyond them are measured when first needed")
+    p.add_argument("--profiles-dir", type=Path, help="folder of device profiles (default: ./profiles)")
+    p.add_argument("--targets-dir", type=Path, help="extra folder searched first for target files")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -93,32 +116,79 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from hwprune.targets import available_targets, load_target, target_dirs
+    shipped = Path(__file__).resolve().parent.parent / "profiles"  # profiles.BUILTIN_PROFILES, without onnx
     dirs = target_dirs(args.targets_dir, args.config.resolve().parent if args.config else None)
     table = Table("target", "profile", "providers", "threads", "budget", "description")
     for name in sorted(available_targets(dirs)):
         t = load_target(name, dirs)
-        table.add_row(t.name, t.profile, ", ".join(t.providers), str(t.intra_op_threads), t.budget.describe(),
-                      t.description)
+        kind = "not measured yet"
+        for folder in (args.profiles_dir or Path("profiles"), shipped):
+            path = folder / f"{t.profile}.json"
+            if path.exists():
+                try:
+                    kind = json.loads(path.read_text())["provenance"]["kind"]
+                except (OSError, ValueError, KeyError, TypeError):
+                    kind = "unreadable"
+                break
+        table.add_row(t.name, f"{t.profile} ({kind})", ", ".join(t.providers), str(t.intra_op_threads),
+                      t.budget.describe(), t.description)
     Console().print(table)
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _config_and_target(args: argparse.Namespace):
+    """The project config (with --model/--seed applied) and the target, both validated."""
     import dataclasses
-
-    from rich.console import Console
 
     from hwprune.config import load_config
     from hwprune.targets import load_target, target_dirs
-    err = Console(stderr=True)
-    _setup_logging(err, args.debug)
     config = load_config(args.config)
+    if args.model is not None:
+        if args.model not in MODELS:
+            raise _config_error(f"unknown model '{args.model}'", f"built-in models: {', '.join(MODELS)}")
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, factory=args.model))
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
-    if args.limit is not None and args.limit < 1:
-        raise _config_error("--limit must be a positive integer")
     target = load_target(args.target, target_dirs(args.targets_dir, args.config.resolve().parent if args.config
                                                   else None))
+    return config, target
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hwprune import pipeline
+    err = Console(stderr=True)
+    _setup_logging(err, args.debug)
+    if args.networks < 0:
+        raise _config_error("--networks must be ≥ 0")
+    config, target = _config_and_target(args)
+    profiles_dir = args.profiles_dir or Path("profiles")
+    if args.quiet:
+        result = pipeline.profile_target(config, target, profiles_dir, args.networks)
+    else:
+        with RichProgress(err) as progress:
+            result = pipeline.profile_target(config, target, profiles_dir, args.networks, progress)
+    b = result.build
+    cal = (f"calibration on {b.calibration.networks} networks: scale {b.calibration.scale:.3f}, offset "
+           f"{b.calibration.offset_ms * 1000:.1f} us, max error {b.calibration.max_error_pct:.1f}%"
+           if b.calibration else "no calibration")
+    print(f"profile {result.path}: {b.entries} kernels ({b.measured} measured now) in {b.seconds:.0f} s for "
+          f"{b.networks} networks of the search space; {cal}; held-out networks' kernels already in the table: "
+          f"{b.coverage:.0%}; preferred channel multiple {result.preferred_multiple}")
+    if result.replaced:
+        print(f"the analytic profile it replaces was moved to {result.replaced}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    _setup_logging(err, args.debug)
+    if args.limit is not None and args.limit < 1:
+        raise _config_error("--limit must be a positive integer")
+    config, target = _config_and_target(args)
     out_dir = args.out or Path("out") / target.name
     profiles_dir = args.profiles_dir or Path("profiles")
 
@@ -139,9 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_error(message: str) -> HwpruneError:
+def _config_error(message: str, hint: str = "") -> HwpruneError:
     from hwprune.errors import ConfigError
-    return ConfigError(message)
+    return ConfigError(message, hint)
 
 
 def _print_summary(data: dict, out_dir: Path) -> None:
@@ -167,9 +237,11 @@ def _print_summary(data: dict, out_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command, parser = (cmd_targets, _targets_parser()) if argv[:1] == ["targets"] else (cmd_run, _run_parser())
-    if command is cmd_targets:
+    commands = {"targets": (cmd_targets, _targets_parser), "profile": (cmd_profile, _profile_parser)}
+    command, make_parser = commands.get(argv[0] if argv else "", (cmd_run, _run_parser))
+    if command is not cmd_run:
         argv = argv[1:]
+    parser = make_parser()
     args = parser.parse_args(argv)
     try:
         return command(args)

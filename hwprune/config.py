@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from hwprune.errors import ConfigError
+from hwprune.models import MODELS
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where the network comes from. `factory` is "module:function" returning an nn.Module."""
+    """Where the network comes from: "module:function" returning an nn.Module, or a built-in model's name."""
 
-    factory: str = "hwprune.models.example_cnn:build"
+    factory: str = "example-cnn"
     input_shape: tuple[int, ...] = (1, 1, 28, 28)
     ignore: tuple[str, ...] = ()  # module names whose output channels must never be pruned
 
@@ -170,7 +171,8 @@ def validate(config: ProjectConfig, where: str) -> None:
         (config.search.val_samples >= 1, "[search] val_samples must be ≥ 1"),
         (len(config.model.input_shape) >= 2 and all(d >= 1 for d in config.model.input_shape),
          "[model] input_shape must be positive, e.g. [1, 3, 32, 32]"),
-        (":" in config.model.factory, "[model] factory must look like 'module:function'"),
+        (":" in config.model.factory or config.model.factory in MODELS,
+         f"[model] factory must be 'module:function' or a built-in model ({', '.join(MODELS)})"),
         (":" in config.data.factory, "[data] factory must look like 'module:function'"),
     ]
     for ok, message in checks:

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from hwprune import models
 from hwprune.errors import DataError, HwpruneError, ModelError
 
 
@@ -45,6 +46,7 @@ def _call(fn: Callable[..., Any], spec: str, what: str, error: type[HwpruneError
 
 
 def build_model(spec: str, base_dir: str) -> nn.Module:
+    spec = models.resolve(spec)
     model = _call(load_callable(spec, base_dir, "model", ModelError), spec, "model", ModelError)
     if not isinstance(model, nn.Module):
         raise ModelError(f"model factory '{spec}' returned {type(model).__name__}, not a torch.nn.Module",

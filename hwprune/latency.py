@@ -20,7 +20,7 @@ from hwprune.errors import ProfileError
 from hwprune.onnxgraph import GraphTemplate, Kernel, runtime_kernels
 from hwprune.profiles import Calibration, DeviceProfile
 from hwprune.progress import NullProgress, Progress, stage
-from hwprune.runtime import WHOLE_MODEL_PROTOCOL, TimingProtocol
+from hwprune.runtime import CALIBRATION_PROTOCOL, TimingProtocol
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class LatencyOracle:
         if missing and self.profile.measured_here:
             with stage(self.progress, "measuring latency table", len(missing), transient=True) as bar:
                 self.measured_kernels += profiles.measure_missing(
-                    self.profile, kernels, self.protocol, lambda i, n: bar.advance(1, f"kernel {i}/{n}"))
+                    self.profile, kernels, self.protocol, lambda k, n: bar.advance(k, f"{n} kernels"))
 
     def predict(self, widths: dict[str, int]) -> Prediction:
         self.ensure([widths])
@@ -123,9 +123,9 @@ class LatencyOracle:
             for i, widths in enumerate(configs):
                 sums.append(self.model.kernel_sum_ms(self.kernels(widths))[0])
                 measured.append(runtime.time_model(self.template.instantiate(widths, seed=i),
-                                                   self.profile.settings, WHOLE_MODEL_PROTOCOL).median_ms)
+                                                   self.profile.settings, CALIBRATION_PROTOCOL).median_ms)
                 bar.advance(1)
-        calibration = profiles.fit_calibration(sums, measured)
+        calibration = profiles.fit_calibration(sums, measured, self.profile.overhead_ms)
         self.profile.calibrations[self.template.key] = calibration
         self.profile.save()
         return calibration

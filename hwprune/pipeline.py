@@ -17,16 +17,16 @@ import onnx
 import torch
 from torch import nn
 
-from hwprune import __version__, atomic, export, factories, profiles, runtime, validate
+from hwprune import __version__, atomic, export, factories, profiles, profiling, runtime, validate
 from hwprune.config import ProjectConfig
-from hwprune.errors import OutputError
+from hwprune.errors import OutputError, ProfileError
 from hwprune.latency import LatencyOracle
 from hwprune.onnxgraph import GraphTemplate, probe_widths
 from hwprune.progress import NullProgress, Progress
 from hwprune.prune import graph
 from hwprune.prune.imp import RoundRecord, Ticket, imp_round
 from hwprune.prune.masks import Masks, geometric_targets
-from hwprune.runtime import WHOLE_MODEL_PROTOCOL, RuntimeSettings, TimingProtocol
+from hwprune.runtime import KERNEL_PROTOCOL, WHOLE_MODEL_PROTOCOL, RuntimeSettings
 from hwprune.targets import Target
 from hwprune.train import accuracy, train
 
@@ -75,6 +75,7 @@ class RunResult:
     versions: dict[str, str]
     onnx_path: Path
     seed: int
+    channel_multiple: int
 
 
 def derive_seed(seed: int, stage_name: str) -> int:
@@ -155,15 +156,24 @@ def _train_dense(config: ProjectConfig, target: Target, options: RunOptions, pro
 
 
 def _latency_oracle(dense: _Dense, dense_proto: onnx.ModelProto, config: ProjectConfig, target: Target,
-                    settings: RuntimeSettings, options: RunOptions, progress: Progress) -> LatencyOracle:
-    """Template of the trained architecture, the target's profile (opened or created), calibration."""
+                    settings: RuntimeSettings, options: RunOptions, progress: Progress) -> tuple[LatencyOracle, int]:
+    """Template of the trained architecture, the target's profile (opened or created), calibration, and the
+    channel multiple the search steps by (the target's, else the one the profile measured or states)."""
     template = build_template(dense.model, dense.example, dense_proto, dense.widths, config.model.ignore)
     profile = profiles.open_profile(target.profile, settings, options.profiles_dir, target.arch)
-    if not profile.measured_here:
+    if profile.analytic is not None:
+        log.warning("target '%s' rests on an analytic profile (a roofline from published specs, never measured): "
+                    "every latency in this run is a prediction; run `hwprune profile --target %s` on the device "
+                    "to measure it", target.name, target.name)
+    elif not profile.measured_here:
         log.warning("%s is not measured on this host: latencies are predicted, not measured", profile.describe())
-    oracle = LatencyOracle(template, profile, TimingProtocol(), progress)
-    oracle.calibrate(dense.widths, target.channel_multiple, derive_seed(config.seed, "calibration"))
-    return oracle
+    if profile.measured_here and profile.alignment is None:
+        profile.alignment = profiling.alignment_sweep(settings, progress=progress).to_json()
+        profile.save()
+    multiple = target.channel_multiple or profile.preferred_multiple or 8
+    oracle = LatencyOracle(template, profile, KERNEL_PROTOCOL, progress)
+    oracle.calibrate(dense.widths, multiple, derive_seed(config.seed, "calibration"))
+    return oracle, multiple
 
 
 def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress = NullProgress()
@@ -181,7 +191,7 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
 
     t0 = time.perf_counter()
     dense_proto = export.export(dense.model, example)
-    oracle = _latency_oracle(dense, dense_proto, config, target, settings, options, progress)
+    oracle, multiple = _latency_oracle(dense, dense_proto, config, target, settings, options, progress)
     measured_here = oracle.profile.measured_here
     dense_predicted = oracle(dense.widths)
     dense_planning_ms = (runtime.time_model(dense_proto, settings, WHOLE_MODEL_PROTOCOL).median_ms
@@ -200,7 +210,7 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
         nonlocal ticket
         number = len(rounds) + 1
         ticket, record, _ = imp_round(number, target_ms, ticket, dense.theta_k, example, oracle,
-                                      target.channel_multiple, dense.data, config,
+                                      multiple, dense.data, config,
                                       derive_seed(config.seed, f"round{number}"), progress)
         rounds.append(record)
 
@@ -232,7 +242,8 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
     test_set = dense.data[2]
     samples = ([test_set[i][0].unsqueeze(0) for i in range(min(16, len(test_set)))] if example.shape[0] == 1
                else [torch.rand(example.shape)])
-    numerics = validate.compare_outputs(proto, ticket.model, samples, settings)
+    numerics_settings = runtime.runnable_here(settings)
+    numerics = validate.compare_outputs(proto, ticket.model, samples, numerics_settings)
     source = "measured" if measured_here else "predicted"
     dense_summary = ModelSummary(dense.accuracy, dense_latency, source, dense_predicted,
                                  *graph.count_macs_params(dense.model, example), dense_p90, dense.widths)
@@ -252,7 +263,9 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
                  "kernels_measured_this_run": oracle.measured_kernels, "overhead_ms": profile.overhead_ms,
                  "path": str(profile.path)},
         calibration=None if calibration is None else {**asdict(calibration), "architecture": oracle.template.key},
-        numerics={"max_abs_diff": numerics.max_abs_diff, "samples": numerics.samples, "tolerance": numerics.tolerance},
+        numerics={"max_abs_diff": numerics.max_abs_diff, "samples": numerics.samples, "tolerance": numerics.tolerance,
+                  "providers": list(numerics_settings.providers)},
+        channel_multiple=multiple,
         rewind_iteration=dense.rewind_at, dense_iterations=dense.iterations, seconds=timings, host=_host(),
         versions=_versions(), onnx_path=onnx_path, seed=config.seed,
     )
@@ -272,3 +285,48 @@ def _metadata(target: Target, budget_ms: float, budget_met: bool, dense: ModelSu
         "hwprune.profile": oracle.profile.id,
         "hwprune.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    path: Path
+    build: profiling.TableBuild
+    preferred_multiple: int
+    replaced: Path | None  # where an analytic profile this measurement replaces was moved
+
+
+def profile_target(config: ProjectConfig, target: Target, profiles_dir: Path, networks: int,
+                   progress: Progress = NullProgress()) -> ProfileResult:
+    """`hwprune profile`: measure the target's table for the configured model's search space on this host."""
+    if target.arch and target.arch != platform.machine():
+        raise ProfileError(f"this {platform.machine()} host cannot measure the {target.arch} target '{target.name}'",
+                           hint=f"run `hwprune profile --target {target.name}` on the device and copy "
+                                f"{profiles_dir / (target.profile + '.json')} here")
+    settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
+    path = profiles_dir / f"{target.profile}.json"
+    replaced = None
+    if path.exists():
+        existing = profiles.DeviceProfile.load(path)
+        if existing.analytic is not None:
+            replaced = path.with_suffix(".analytic.json")
+            if replaced.exists():
+                raise OutputError(f"{replaced} already exists", hint="move it away; it would be overwritten")
+            path.replace(replaced)
+        elif existing.host_mismatches():
+            raise ProfileError(f"{path} was measured on another host ({'; '.join(existing.host_mismatches())})",
+                               hint="move it away to measure this host into a new profile")
+    profiles_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    model = factories.build_model(config.model.factory, config.base_dir).eval()
+    example = torch.zeros((target.batch, *config.model.input_shape[1:]))
+    widths = {g.name: g.width for g in graph.channel_groups(model, example, config.model.ignore)}
+    template = build_template(model, example, export.export(model, example), widths, config.model.ignore)
+    profile = profiles.open_profile(target.profile, settings, profiles_dir, target.arch)
+    if profile.alignment is None:
+        profile.alignment = profiling.alignment_sweep(settings, progress=progress).to_json()
+        profile.save()
+    multiple = target.channel_multiple or profile.preferred_multiple or 8
+    oracle = LatencyOracle(template, profile, KERNEL_PROTOCOL, progress)
+    build = profiling.build_table(oracle, widths, multiple, config.search.max_prune_rate, networks,
+                                  derive_seed(config.seed, "profile"), progress)
+    return ProfileResult(path, build, multiple, replaced)

@@ -32,6 +32,7 @@ from hwprune.runtime import RuntimeSettings, TimingProtocol
 
 log = logging.getLogger(__name__)
 PROFILE_SCHEMA = 2
+BUILTIN_PROFILES = Path(__file__).resolve().parent.parent / "profiles"  # analytic profiles shipped in the checkout
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
               "asimd", "sve")
 
@@ -74,7 +75,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class Calibration:
-    """predicted_ms = scale · Σ kernels + offset_ms, fitted on whole networks measured on the device."""
+    """predicted_ms = scale · Σ kernels + offset_ms, fitted on whole networks measured on the device
+    (offset_ms = scale · the per-call overhead, see `fit_calibration`)."""
 
     scale: float
     offset_ms: float
@@ -88,7 +90,8 @@ class DeviceProfile:
     def __init__(self, profile_id: str, fingerprint: HostFingerprint, settings: RuntimeSettings, ort_version: str,
                  provenance: dict[str, Any], protocol: dict[str, Any], overhead_ms: float = 0.0,
                  entries: dict[str, Entry] | None = None, calibrations: dict[str, Calibration] | None = None,
-                 path: Path | None = None, analytic: AnalyticSpec | None = None) -> None:
+                 path: Path | None = None, analytic: AnalyticSpec | None = None,
+                 alignment: dict[str, Any] | None = None) -> None:
         self.id = profile_id
         self.fingerprint = fingerprint
         self.settings = settings
@@ -100,6 +103,14 @@ class DeviceProfile:
         self.calibrations = calibrations or {}
         self.path = path
         self.analytic = analytic
+        self.alignment = alignment  # the measured channel sweep (profiling.AlignmentSweep.to_json())
+
+    @property
+    def preferred_multiple(self) -> int | None:
+        """The channel multiple the device's runtime prefers: measured by the alignment sweep, or analytic."""
+        if self.alignment:
+            return int(self.alignment["preferred_channel_multiple"])
+        return self.analytic.channel_multiple if self.analytic else None
 
     # -- identity ------------------------------------------------------------------------------------------
     def host_mismatches(self) -> list[str]:
@@ -142,6 +153,7 @@ class DeviceProfile:
             "overhead_ms": self.overhead_ms,
             "calibration": {k: asdict(v) for k, v in self.calibrations.items()},
             **({"analytic": asdict(self.analytic)} if self.analytic else {}),
+            **({"alignment": self.alignment} if self.alignment else {}),
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
         }
 
@@ -187,6 +199,9 @@ class DeviceProfile:
                                        str(rt["graph_optimization"]))
             entries = {k: Entry(**v) for k, v in need(data, "entries", dict).items()}
             calibrations = {k: Calibration(**v) for k, v in data.get("calibration", {}).items()}
+            alignment = data.get("alignment")
+            if alignment is not None:
+                int(alignment["preferred_channel_multiple"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"{path}: malformed profile ({type(exc).__name__}: {exc})",
                                hint="re-measure the profile") from None
@@ -204,7 +219,7 @@ class DeviceProfile:
                                    ) from None
         return cls(str(need(data, "id", str)), fingerprint, settings, str(need(rt, "onnxruntime", str, "runtime.")),
                    provenance, data.get("protocol", {}), float(data.get("overhead_ms", 0.0)), entries,
-                   calibrations, Path(path), spec)
+                   calibrations, Path(path), spec, alignment)
 
 
 def _now() -> str:
@@ -235,9 +250,13 @@ def _null_model() -> onnx.ModelProto:
 
 
 def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path, target_arch: str,
-                 protocol: TimingProtocol = TimingProtocol()) -> DeviceProfile:
-    """Load `profiles_dir/<id>.json`; create it for this host when absent and the host can be the device."""
+                 protocol: TimingProtocol = runtime.KERNEL_PROTOCOL) -> DeviceProfile:
+    """Load `profiles_dir/<id>.json` (else the analytic profile shipped in the checkout's profiles/); create
+    it for this host when absent and the host can be the device."""
     path = profiles_dir / f"{profile_id}.json"
+    shipped = BUILTIN_PROFILES / f"{profile_id}.json"
+    if not path.exists() and shipped.exists() and DeviceProfile.load(shipped).analytic is not None:
+        path = shipped
     if path.exists():
         profile = DeviceProfile.load(path)
         if profile.settings != settings:
@@ -264,7 +283,8 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
 
 def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol: TimingProtocol,
                     on_measured: Callable[[int, int], None] | None = None) -> int:
-    """Measure every kernel the table lacks (on this host only) and save the profile. Returns how many."""
+    """Measure every kernel the table lacks (on this host only) and save the profile. Returns how many.
+    `on_measured(k, total)` is called after each chunk of k kernels."""
     todo = list({k.signature: k for k in kernels if k.signature not in profile.entries}.values())
     if not todo:
         return 0
@@ -273,21 +293,23 @@ def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol:
         raise ProfileError(f"profile '{profile.id}' has no entry for {todo[0].op} ({len(todo)} kernels missing) "
                            f"and this host cannot measure it ({reasons})",
                            hint="run `hwprune profile` on the target device to extend the table")
-    for i, kernel in enumerate(todo, 1):
-        stats = runtime.time_model(kernel.build(), runtime.as_built(profile.settings), protocol)
-        profile.entries[kernel.signature] = Entry(stats.median_ms, stats.p90_ms, stats.spread, stats.n, kernel.op)
+    chunk = 40
+    for start in range(0, len(todo), chunk):
+        batch = todo[start:start + chunk]
+        timed = runtime.time_many([k.build() for k in batch], runtime.as_built(profile.settings), protocol, chunk)
+        for kernel, stats in zip(batch, timed, strict=True):
+            profile.entries[kernel.signature] = Entry(stats.median_ms, stats.p90_ms, stats.spread, stats.n, kernel.op)
         if on_measured:
-            on_measured(i, len(todo))
+            on_measured(len(batch), len(todo))
     profile.save()
     return len(todo)
 
 
-def fit_calibration(kernel_sums_ms: list[float], measured_ms: list[float]) -> Calibration:
-    """Least-squares scale and offset (scale only from one network) mapping Σ kernels to whole-model latency."""
-    x, y = np.asarray(kernel_sums_ms), np.asarray(measured_ms)
-    if len(x) >= 2 and np.ptp(x) > 0:
-        scale, offset = np.polyfit(x, y, 1)
-    else:
-        scale, offset = float(np.mean(y / x)), 0.0
-    errors = np.abs(scale * x + offset - y) / y * 100
-    return Calibration(float(scale), float(offset), len(x), float(errors.max()))
+def fit_calibration(kernel_sums_ms: list[float], measured_ms: list[float], call_overhead_ms: float) -> Calibration:
+    """One scale s with predicted = s · (Σ kernels + one call's overhead), s the median of the networks'
+    measured/summed ratios: a noisy network (or kernel) cannot drag it, where a least-squares scale+offset
+    on 9 networks was pulled 5% off by one disturbed measurement."""
+    x, y = np.asarray(kernel_sums_ms) + call_overhead_ms, np.asarray(measured_ms)
+    scale = float(np.median(y / x))
+    errors = np.abs(scale * x - y) / y * 100
+    return Calibration(scale, scale * call_overhead_ms, len(x), float(errors.max()))

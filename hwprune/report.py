@@ -33,7 +33,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "target": t.name,
         "target_settings": {"providers": list(t.providers), "intra_op_threads": t.intra_op_threads, "batch": t.batch,
                             "precision": t.precision, "graph_optimization": t.graph_optimization,
-                            "channel_multiple": t.channel_multiple, "budget": t.budget.describe(), "file": t.source},
+                            "channel_multiple": result.channel_multiple, "budget": t.budget.describe(),
+                            "file": t.source},
         "budget_ms": result.budget_ms,
         "budget_met": result.budget_met,
         "speedup": speedup,
@@ -101,6 +102,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- Latency `predicted` = profile `{prof['id']}` ({prof['provenance']} on `{prof['host']}`, "
         f"{prof['entries']} kernels; {prof['kernels_measured_this_run']} measured in this run)"
         + (f", calibrated on {report['calibration']['networks']} networks" if report.get("calibration") else "") + ".",
+        *([f"- **Analytic profile**: no latency in this report was measured on the device; every figure is a "
+            f"roofline prediction from published specs (cited in `{prof['path']}`). Run `hwprune profile` on the "
+            "device to measure it."] if prof["provenance"] == "analytic" else []),
         f"- Rewind point θ_k: iteration {report['imp']['rewind_iteration']} of {report['imp']['dense_iterations']}.",
         f"- ONNX vs PyTorch: max |diff| {report['numerics']['max_abs_diff']:.2e} over {report['numerics']['samples']} "
         "test inputs.",

@@ -41,7 +41,7 @@ class Target:
     precision: str
     graph_optimization: str
     budget: Budget
-    channel_multiple: int  # search keeps channel counts at multiples of this (runtime block size)
+    channel_multiple: int | None  # search keeps channel counts at multiples of this; None: the profile's
     source: str = ""  # file it was read from
 
 
@@ -123,5 +123,6 @@ def parse_target(data: dict[str, Any], path: Path) -> Target:
         arch=str(data.get("arch", "")), providers=tuple(providers),
         intra_op_threads=integer("intra_op_threads", 1), batch=integer("batch", 1), precision=precision,
         graph_optimization=opt, budget=_budget(data["budget"], where),
-        channel_multiple=integer("channel_multiple", 8), source=where,
+        channel_multiple=None if data.get("channel_multiple", "auto") == "auto" else integer("channel_multiple", 8),
+        source=where,
     )

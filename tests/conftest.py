@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models (built-in CNN, a depthwise/residual/concat net) and a Fashion-MNIST subset."""
+"""Shared fixtures: the built-in model families, the user-model example (depthwise/residual/concat) and data."""
 
 from __future__ import annotations
 
@@ -38,7 +38,21 @@ def mobile() -> torch.nn.Module:
     return _randomise_bn(build())
 
 
-@pytest.fixture(params=["cnn", "mobile"])
+@pytest.fixture
+def resnet20() -> torch.nn.Module:
+    from hwprune.models.resnet import build
+    torch.manual_seed(0)
+    return _randomise_bn(build())
+
+
+@pytest.fixture
+def mobilenetv2() -> torch.nn.Module:
+    from hwprune.models.mobilenet_v2 import build
+    torch.manual_seed(0)
+    return _randomise_bn(build())
+
+
+@pytest.fixture(params=["cnn", "mobile", "resnet20", "mobilenetv2"])
 def any_model(request) -> torch.nn.Module:
     return request.getfixturevalue(request.param)
 
