@@ -144,3 +144,21 @@ def test_infeasible_budget_names_the_reachable_latency(tmp_path, fashion_dir):
     assert_clean_error(result, 7, "infeasible")
     assert "max_prune_rate" in result.stderr
     assert not (tmp_path / "o" / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_analytic_target_warns_and_reports_predictions_only(tmp_path, fashion_dir):
+    config = tmp_path / "hwprune.toml"
+    config.write_text(TINY)
+    out = tmp_path / "out"
+    result = hwprune("--target", "jetson-nano", "--config", str(config), "--limit", "512", "--out", str(out),
+                     "--profiles-dir", str(tmp_path / "profiles"), "--quiet")
+    assert result.returncode in (0, 10), result.stderr
+    assert "analytic profile" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["profile"]["provenance"] == "analytic"
+    assert report["dense"]["latency_source"] == report["pruned"]["latency_source"] == "predicted"
+    assert report["target_settings"]["channel_multiple"] == 8
+    assert all(w % 8 == 0 or w == report["dense"]["widths"][g] for g, w in report["pruned"]["widths"].items())
+    assert "Analytic profile" in (out / "report.md").read_text()
+    assert report["numerics"]["providers"] == ["CPUExecutionProvider"]
