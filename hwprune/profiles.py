@@ -233,7 +233,8 @@ def new_host_profile(profile_id: str, settings: RuntimeSettings, protocol: Timin
         profile_id, HostFingerprint.current(), settings, runtime.version(),
         provenance={"kind": "measured", "host": socket.gethostname(), "created": _now(),
                     "method": "each node of ONNX Runtime's optimised graph timed alone (optimisation off, "
-                              "IOBinding), minus the call overhead; calibrated on whole networks"},
+                              "IOBinding), attempts seconds apart, least disturbed median kept, minus the call "
+                              "overhead; calibrated on whole networks"},
         protocol=protocol.to_json(), path=path)
     profile.overhead_ms = runtime.time_model(_null_model(), runtime.as_built(settings), protocol).median_ms
     return profile

@@ -80,12 +80,13 @@ def _measured_profile(tmp_path) -> dict:
     return json.loads(profile.path.read_text())
 
 
-def test_profile_from_another_isa_cannot_predict_here(tmp_path):
+@pytest.mark.parametrize("field,value,match", [("device", {"arch": "aarch64", "isa": ["asimd"]}, "arch"),
+                                                ("runtime", {"onnxruntime": "1.17.0"}, "onnxruntime")])
+def test_profile_whose_runtime_builds_other_graphs_is_refused(tmp_path, field, value, match):
     data = _measured_profile(tmp_path)
-    data["device"]["isa"] = ["asimd"]
-    data["device"]["arch"] = "aarch64"
+    data[field].update(value)
     (tmp_path / "host.json").write_text(json.dumps(data))
-    with pytest.raises(ProfileError, match="builds other graphs.*arch"):
+    with pytest.raises(ProfileError, match=f"builds other graphs.*{match}"):
         profiles.open_profile("host", CPU, tmp_path, "")
 
 
@@ -112,6 +113,19 @@ def test_bad_profiles_are_refused_naming_file_and_field(tmp_path, mutate, match)
     assert str(tmp_path / "host.json") in str(info.value)
 
 
+def test_cli_refuses_a_profile_of_an_older_schema_and_keeps_it(tmp_path):
+    data = _measured_profile(tmp_path)
+    data["schema"] = 1
+    path = tmp_path / "x86-cpu.json"
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    result = hwprune("profile", "--target", "x86-cpu", "--profiles-dir", str(tmp_path), "--quiet")
+    assert result.returncode == 5, result.stderr
+    first, *rest = result.stderr.strip().splitlines()
+    assert first.startswith(f"error: {path}: profile schema 1 is not supported") and rest[0].startswith("hint: ")
+    assert path.read_bytes() == before
+
+
 def test_cli_refuses_to_measure_a_device_this_host_is_not():
     result = hwprune("profile", "--target", "arm-cortex-a72", "--quiet")
     assert result.returncode == 5, result.stderr
@@ -129,3 +143,23 @@ def test_cli_profile_measures_the_search_space(tmp_path):
     assert data["alignment"]["preferred_channel_multiple"] in (1, 4, 8, 16, 32)
     assert len(data["entries"]) > 10 and len(data["calibration"]) == 1
     assert "kernels" in result.stdout and "preferred channel multiple" in result.stdout
+
+
+@pytest.mark.slow
+def test_profiling_on_the_device_replaces_its_analytic_profile(tmp_path):
+    """As on a Raspberry Pi: the target's device is this host, its profile still the shipped analytic one."""
+    import platform
+    target = tmp_path / "this-device.toml"
+    target.write_text((ROOT / "targets" / "x86-cpu.toml").read_text()
+                      .replace('arch = "x86_64"', f'arch = "{platform.machine()}"')
+                      .replace('profile = "x86-cpu"', 'profile = "this-device"'))
+    analytic_profile = json.loads((ROOT / "profiles" / "arm-cortex-a72.json").read_text())
+    analytic_profile.update(id="this-device")
+    analytic_profile["runtime"]["providers"] = ["CPUExecutionProvider"]
+    (tmp_path / "this-device.json").write_text(json.dumps(analytic_profile))
+    result = hwprune("profile", "--target", str(target), "--networks", "0", "--profiles-dir", str(tmp_path),
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "this-device.json").read_text())["provenance"]["kind"] == "measured"
+    assert json.loads((tmp_path / "this-device.analytic.json").read_text()) == analytic_profile
+    assert "replaces was moved" in result.stdout
