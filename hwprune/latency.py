@@ -81,6 +81,7 @@ class LatencyOracle:
         self.progress = progress
         self.measured_kernels = 0
         self._kernels: dict[tuple[tuple[str, int], ...], list[Kernel]] = {}
+        self.calibration_networks: list[tuple[dict[str, int], float]] = []  # (widths, measured ms), this run
 
     def kernels(self, widths: dict[str, int]) -> list[Kernel]:
         """The kernels the device runs for `widths`: the runtime's optimised graph, or (analytic) the export's."""
@@ -125,6 +126,7 @@ class LatencyOracle:
                 measured.append(runtime.time_model(self.template.instantiate(widths, seed=i),
                                                    self.profile.settings, CALIBRATION_PROTOCOL).median_ms)
                 bar.advance(1)
+        self.calibration_networks = list(zip(configs, measured, strict=True))
         calibration = profiles.fit_calibration(sums, measured, self.profile.overhead_ms)
         self.profile.calibrations[self.template.key] = calibration
         self.profile.save()

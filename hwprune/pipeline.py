@@ -9,6 +9,7 @@ import logging
 import platform
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def build_template(model: nn.Module, example: torch.Tensor, dense_proto: onnx.Mo
 
 
 @dataclass
-class _Dense:
+class Dense:
     """What the dense stage hands on: the trained network, θ_k and the data."""
 
     model: nn.Module
@@ -135,7 +136,7 @@ class _Dense:
     iterations: int
 
 
-def _train_dense(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress) -> _Dense:
+def train_dense(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress) -> Dense:
     """Build model and data from their factories, train densely, keep the weights at the rewind point."""
     data = factories.build_data(config.data.factory, config.base_dir,
                                 options.data_dir or config.data.data_dir or None, config.seed)
@@ -151,11 +152,11 @@ def _train_dense(config: ProjectConfig, target: Target, options: RunOptions, pro
     snapshots: list[nn.Module] = []
     train(model, train_set, config.train, config.train.epochs, derive_seed(config.seed, "dense"), progress,
           "dense training", snapshot_at=rewind_at, on_snapshot=lambda m: snapshots.append(copy.deepcopy(m)))
-    return _Dense(model, snapshots[0].eval(), example, data, widths, accuracy(model, test_set), rewind_at,
+    return Dense(model, snapshots[0].eval(), example, data, widths, accuracy(model, test_set), rewind_at,
                   iterations)
 
 
-def _latency_oracle(dense: _Dense, dense_proto: onnx.ModelProto, config: ProjectConfig, target: Target,
+def latency_oracle(dense: Dense, dense_proto: onnx.ModelProto, config: ProjectConfig, target: Target,
                     settings: RuntimeSettings, options: RunOptions, progress: Progress) -> tuple[LatencyOracle, int]:
     """Template of the trained architecture, the target's profile (opened or created), calibration, and the
     channel multiple the search steps by (the target's, else the one the profile measured or states)."""
@@ -176,6 +177,33 @@ def _latency_oracle(dense: _Dense, dense_proto: onnx.ModelProto, config: Project
     return oracle, multiple
 
 
+class Imp:
+    """Iterative magnitude pruning of one dense network: rounds of search, keep, rewind, retrain.
+
+    `predict` is the latency model the search obeys (the target's table in the product; benchmarks swap
+    in others, e.g. a FLOPs-proportional one). Masks only shrink from round to round.
+    """
+
+    def __init__(self, dense: Dense, predict: Callable[[dict[str, int]], float], multiple: int,
+                 config: ProjectConfig, progress: Progress = NullProgress()) -> None:
+        self.dense, self.predict, self.multiple, self.config, self.progress = dense, predict, multiple, config, progress
+        self.ticket = Ticket(Masks.full(dense.widths), copy.deepcopy(dense.model))
+        self.rounds: list[RoundRecord] = []
+
+    def round(self, target_ms: float) -> RoundRecord:
+        number = len(self.rounds) + 1
+        self.ticket, record, _ = imp_round(number, target_ms, self.ticket, self.dense.theta_k, self.dense.example,
+                                           self.predict, self.multiple, self.dense.data, self.config,
+                                           derive_seed(self.config.seed, f"round{number}"), self.progress)
+        self.rounds.append(record)
+        return record
+
+    def schedule(self, start_ms: float, final_ms: float) -> None:
+        """`config.imp.rounds` rounds whose targets step geometrically from `start_ms` down to `final_ms`."""
+        for target_ms in geometric_targets(start_ms, final_ms, self.config.imp.rounds):
+            self.round(target_ms)
+
+
 def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress = NullProgress()
         ) -> RunResult:
     """The whole job for one target. Raises HwpruneError subclasses for anything the user can fix."""
@@ -185,13 +213,13 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
     torch.set_num_threads(config.train.threads)
     settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
 
-    dense = _train_dense(config, target, options, progress)
+    dense = train_dense(config, target, options, progress)
     example = dense.example
     timings["dense_training_s"] = time.perf_counter() - clock
 
     t0 = time.perf_counter()
     dense_proto = export.export(dense.model, example)
-    oracle, multiple = _latency_oracle(dense, dense_proto, config, target, settings, options, progress)
+    oracle, multiple = latency_oracle(dense, dense_proto, config, target, settings, options, progress)
     measured_here = oracle.profile.measured_here
     dense_predicted = oracle(dense.widths)
     dense_planning_ms = (runtime.time_model(dense_proto, settings, WHOLE_MODEL_PROTOCOL).median_ms
@@ -203,27 +231,15 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
     # the budget less the safety margin.
     t0 = time.perf_counter()
     margin = 1.0 - config.imp.safety_margin
-    ticket = Ticket(Masks.full(dense.widths), copy.deepcopy(dense.model))
-    rounds: list[RoundRecord] = []
-
-    def next_round(target_ms: float) -> None:
-        nonlocal ticket
-        number = len(rounds) + 1
-        ticket, record, _ = imp_round(number, target_ms, ticket, dense.theta_k, example, oracle,
-                                      multiple, dense.data, config,
-                                      derive_seed(config.seed, f"round{number}"), progress)
-        rounds.append(record)
-
-    final_target = budget_ms * margin * dense_predicted / dense_planning_ms
-    for target_ms in geometric_targets(dense_predicted, final_target, config.imp.rounds):
-        next_round(target_ms)
+    imp = Imp(dense, oracle, multiple, config, progress)
+    imp.schedule(dense_predicted, budget_ms * margin * dense_predicted / dense_planning_ms)
 
     # Export and validate; tighten while the measured latency misses the budget. Dense and pruned are
     # timed side by side (interleaved), so a relative budget is judged on a ratio load drift cannot fake.
     dense_latency, dense_p90 = dense_planning_ms, None
     while True:
-        proto = export.export(ticket.model, example)
-        predicted = oracle(ticket.masks.widths())
+        proto = export.export(imp.ticket.model, example)
+        predicted = oracle(imp.ticket.masks.widths())
         if not measured_here:
             latency, p90 = predicted, None
             break
@@ -231,12 +247,13 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
         dense_latency, dense_p90 = dense_stats.median_ms, dense_stats.p90_ms
         budget_ms = target.budget.resolve_ms(dense_latency)
         latency, p90 = stats.median_ms, stats.p90_ms
-        if latency <= budget_ms or len(rounds) - config.imp.rounds >= config.imp.extra_rounds:
+        if latency <= budget_ms or len(imp.rounds) - config.imp.rounds >= config.imp.extra_rounds:
             break
         tighter = predicted * (budget_ms / latency) * margin
         log.warning("measured %.4f ms misses the %.4f ms budget; extra round at predicted ≤ %.4f ms",
                     latency, budget_ms, tighter)
-        next_round(tighter)
+        imp.round(tighter)
+    ticket, rounds = imp.ticket, imp.rounds
     timings["imp_s"] = time.perf_counter() - t0
 
     test_set = dense.data[2]
