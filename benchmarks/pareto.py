@@ -37,6 +37,7 @@ import torch
 
 from hwprune import export, factories, runtime
 from hwprune.config import ImpConfig, ModelSpec, ProjectConfig, SearchConfig, TrainConfig
+from hwprune.errors import SearchError
 from hwprune.latency import LatencyOracle
 from hwprune.onnxgraph import GraphTemplate
 from hwprune.pipeline import Imp, RunOptions, _host, _versions, derive_seed, latency_oracle, train_dense
@@ -64,7 +65,7 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode(("example-cnn", "resnet20"), 8000, 2, 1, 2, 10, 1),
+    "quick": Mode(("example-cnn", "resnet20"), 6000, 2, 1, 2, 8, 1),
     "full": Mode(("example-cnn", "resnet20"), None, 8, 2, 2, 24, 2),
 }
 
@@ -106,7 +107,7 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
     options = RunOptions(out_dir=tmp / family, profiles_dir=tmp / "profiles", data_limit=mode.train_limit)
     torch.set_num_threads(config.train.threads)
     start = time.perf_counter()
-    dense = train_dense(config, target, options)
+    dense = train_dense(config, target, options, NullProgress())
     log(f"{family}: dense trained in {time.perf_counter() - start:.0f} s, test accuracy {dense.accuracy:.4f}")
     dense_proto = export.export(dense.model, dense.example)
     oracle, multiple = latency_oracle(dense, dense_proto, config, target, settings, options, NullProgress())
@@ -116,6 +117,7 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
     margin = 1.0 - config.imp.safety_margin
     test_set = dense.data[2]
     points: list[dict] = []
+    infeasible: list[dict] = []
     protos = [dense_proto]
 
     def record(method: str, budget: float, seed: int, model: torch.nn.Module, masks: Masks, rounds: int,
@@ -161,7 +163,12 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
             for method, (vcfg, predict, start_ms, final_ms) in variants.items():
                 t0 = time.perf_counter()
                 variant = Imp(dense, predict, multiple, vcfg)
-                variant.schedule(start_ms, final_ms)
+                try:
+                    variant.schedule(start_ms, final_ms)
+                except SearchError as exc:  # e.g. a FLOPs model that thinks the budget unreachable
+                    infeasible.append({"method": method, "budget": budget, "seed": seed, "error": exc.message})
+                    log(f"{family} {budget}x {method}: {exc.message}")
+                    continue
                 record(method, budget, seed, variant.ticket.model, variant.ticket.masks, len(variant.rounds),
                        time.perf_counter() - t0, len(variant.rounds) * vcfg.train.retrain_epochs)
 
@@ -185,7 +192,7 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
             "dense": {"accuracy": dense.accuracy, "latency_ms": dense_stats.median_ms,
                       "latency_p90_ms": dense_stats.p90_ms, "predicted_ms": dense_predicted, "macs": dense_macs,
                       "params": dense_params, "widths": dense.widths},
-            "points": points, "seconds": time.perf_counter() - start}
+            "points": points, "infeasible": infeasible, "seconds": time.perf_counter() - start}
 
 
 def summarise(family: dict) -> dict:
@@ -193,11 +200,16 @@ def summarise(family: dict) -> dict:
     out: dict = {"budget_met_rate": {}, "by_budget": {}}
     for method in METHODS:
         pts = [p for p in family["points"] if p["method"] == method]
-        out["budget_met_rate"][method] = sum(p["budget_met"] for p in pts) / len(pts)
+        failed = [p for p in family["infeasible"] if p["method"] == method]
+        out["budget_met_rate"][method] = sum(p["budget_met"] for p in pts) / max(1, len(pts) + len(failed))
     for budget in BUDGETS:
         rows = {}
         for method in METHODS:
             pts = [p for p in family["points"] if p["method"] == method and p["budget"] == budget]
+            if not pts:
+                rows[method] = {"accuracy_mean": float("nan"), "latency_ms_mean": float("nan"),
+                                "budget_met": False, "seeds": 0, "infeasible": True}
+                continue
             accs = [p["accuracy"] for p in pts]
             rows[method] = {"accuracy_mean": statistics.fmean(accs),
                             "accuracy_spread": (max(accs) - min(accs)) if len(accs) > 1 else 0.0,

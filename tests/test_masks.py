@@ -6,7 +6,9 @@ from hwprune.prune.masks import Masks, geometric_targets, keep_count
 def test_keep_count_rounds_to_multiple_and_never_grows():
     assert keep_count(96, 0.5, 8, 96) == 48
     assert keep_count(96, 0.49, 16, 96) == 48
-    assert keep_count(96, 0.99, 8, 96) == 8  # at least one block
+    assert keep_count(96, 0.99, 8, 96) == 4  # at least half a block
+    assert keep_count(16, 0.5, 16, 16) == 8  # a one-block layer still shrinks, by half blocks
+    assert keep_count(96, 0.85, 16, 96) == 16
     assert keep_count(96, 0.0, 8, 40) == 40  # capped by the previous round
     assert keep_count(6, 0.5, 8, 6) == 6  # narrower than a block: untouched
 

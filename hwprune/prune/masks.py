@@ -43,12 +43,16 @@ class Masks:
 
 
 def keep_count(dense_width: int, prune_rate: float, multiple: int, upper: int) -> int:
-    """Channels kept for `prune_rate`, rounded to the runtime's channel multiple, at least one multiple,
-    never more than `upper` (the previous round's count, so masks only shrink)."""
-    if dense_width <= multiple:
+    """Channels kept for `prune_rate`, rounded to the runtime's channel multiple, never more than `upper`
+    (the previous round's count, so masks only shrink). Below one multiple the step halves: a layer of
+    one block can still shrink (latency keeps falling below the block size, see the alignment sweep),
+    while a layer narrower than a block is left alone."""
+    if dense_width < multiple:
         return min(dense_width, upper)
-    keep = multiple * round(dense_width * (1.0 - prune_rate) / multiple)
-    return max(min(multiple, upper), min(keep, upper))
+    target = dense_width * (1.0 - prune_rate)
+    step = multiple if target >= multiple or multiple < 2 else multiple // 2
+    keep = min(dense_width, max(step, step * round(target / step)))
+    return min(keep, upper)
 
 
 def rate_for_keep(dense_width: int, keep: int) -> float:
