@@ -6,28 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def conv_bn(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True
-            ) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(c_out)]
-    if act:
-        layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
-
-
-class InvertedResidual(nn.Module):
-    """1×1 expand → 3×3 depthwise → 1×1 project; identity shortcut when shapes allow (couples channels)."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = c_in * expand
-        self.residual = stride == 1 and c_in == c_out
-        self.block = nn.Sequential(conv_bn(c_in, hidden), conv_bn(hidden, hidden, 3, stride, groups=hidden),
-                                   conv_bn(hidden, c_out, act=False))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x) if self.residual else self.block(x)
+# Building blocks may come from anywhere importable; here, hwprune's own MobileNetV2 blocks.
+from hwprune.models.mobilenet_v2 import InvertedResidual, conv_bn
 
 
 class ConcatBranch(nn.Module):
