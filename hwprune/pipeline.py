@@ -156,6 +156,15 @@ def train_dense(config: ProjectConfig, target: Target, options: RunOptions, prog
                   iterations)
 
 
+def channel_multiple(target: Target, profile: profiles.DeviceProfile, progress: Progress) -> int:
+    """The step the search takes in channels: the target's, else the profile's (measured by an alignment
+    sweep the first time a profile is used on its device, or stated by an analytic profile), else 8."""
+    if profile.measured_here and profile.alignment is None:
+        profile.alignment = profiling.alignment_sweep(profile.settings, progress=progress).to_json()
+        profile.save()
+    return target.channel_multiple or profile.preferred_multiple or 8
+
+
 def latency_oracle(dense: Dense, dense_proto: onnx.ModelProto, config: ProjectConfig, target: Target,
                     settings: RuntimeSettings, options: RunOptions, progress: Progress) -> tuple[LatencyOracle, int]:
     """Template of the trained architecture, the target's profile (opened or created), calibration, and the
@@ -168,10 +177,7 @@ def latency_oracle(dense: Dense, dense_proto: onnx.ModelProto, config: ProjectCo
                     "to measure it", target.name, target.name)
     elif not profile.measured_here:
         log.warning("%s is not measured on this host: latencies are predicted, not measured", profile.describe())
-    if profile.measured_here and profile.alignment is None:
-        profile.alignment = profiling.alignment_sweep(settings, progress=progress).to_json()
-        profile.save()
-    multiple = target.channel_multiple or profile.preferred_multiple or 8
+    multiple = channel_multiple(target, profile, progress)
     oracle = LatencyOracle(template, profile, KERNEL_PROTOCOL, progress)
     oracle.calibrate(dense.widths, multiple, derive_seed(config.seed, "calibration"))
     return oracle, multiple
@@ -339,10 +345,7 @@ def profile_target(config: ProjectConfig, target: Target, profiles_dir: Path, ne
     widths = {g.name: g.width for g in graph.channel_groups(model, example, config.model.ignore)}
     template = build_template(model, example, export.export(model, example), widths, config.model.ignore)
     profile = profiles.open_profile(target.profile, settings, profiles_dir, target.arch)
-    if profile.alignment is None:
-        profile.alignment = profiling.alignment_sweep(settings, progress=progress).to_json()
-        profile.save()
-    multiple = target.channel_multiple or profile.preferred_multiple or 8
+    multiple = channel_multiple(target, profile, progress)
     oracle = LatencyOracle(template, profile, KERNEL_PROTOCOL, progress)
     build = profiling.build_table(oracle, widths, multiple, config.search.max_prune_rate, networks,
                                   derive_seed(config.seed, "profile"), progress)

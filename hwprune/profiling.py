@@ -24,7 +24,7 @@ from hwprune.progress import NullProgress, Progress, stage
 from hwprune.prune.masks import keep_count
 from hwprune.runtime import TimingProtocol
 
-SWEEP_PROTOCOL = TimingProtocol(warmup=5, min_repeats=20, min_time_s=0.02, attempts=2, min_attempts=1)
+SWEEP_PROTOCOL = TimingProtocol(warmup=5, min_repeats=20, min_time_s=0.02, attempts=3, min_attempts=2)
 
 
 @dataclass(frozen=True)
@@ -106,11 +106,10 @@ def preferred_multiple(channels: list[int], ms: list[float], candidates: tuple[i
 
 def alignment_sweep(settings: runtime.RuntimeSettings, channels: range = range(8, 65),
                     progress: Progress = NullProgress()) -> AlignmentSweep:
-    """Time the sweep layer at every channel count, with the target's full graph optimisation."""
+    """Time the sweep layer at every channel count, with the target's full graph optimisation (attempts
+    seconds apart, like the table's kernels)."""
     widths = list(channels)
-    ms = []
-    with stage(progress, "alignment sweep", len(widths), transient=True) as bar:
-        for c in widths:
-            ms.append(runtime.time_model(_conv(c), settings, SWEEP_PROTOCOL).median_ms)
-            bar.advance(1)
+    with stage(progress, "alignment sweep", 1, transient=True) as bar:
+        ms = [s.median_ms for s in runtime.time_many([_conv(c) for c in widths], settings, SWEEP_PROTOCOL)]
+        bar.advance(1)
     return AlignmentSweep(tuple(widths), tuple(ms), preferred_multiple(widths, ms))
