@@ -3,8 +3,8 @@
 For each family (example CNN, ResNet-20) one dense network is trained, then pruned to 0.7x, 0.5x and
 0.35x of its measured latency by:
 
-  hwprune       latency-table search inside IMP with rewinding, extra rounds while the measured latency
-                misses (the product's default)
+  hwprune       latency-table search inside IMP with learning-rate rewinding, extra rounds while the
+                measured latency misses (the product's defaults)
   uniform       one prune rate for every group, the largest the table predicts to meet the budget, same
                 IMP schedule (the search's seed trial alone)
   flops         the same search with a FLOPs-proportional latency model (a * MACs, a fitted on the same
@@ -62,10 +62,11 @@ class Mode:
     rounds: int
     trials: int
     seeds_at_half: int  # pruning seeds at the 0.5x budget
+    precision: str = "bf16"  # training arithmetic (autocast); every method trains with the same recipe
 
 
 MODES = {
-    "quick": Mode(("example-cnn", "resnet20"), 6000, 2, 1, 2, 8, 1),
+    "quick": Mode(("example-cnn", "resnet20"), 10000, 3, 1, 2, 8, 1),
     "full": Mode(("example-cnn", "resnet20"), None, 8, 2, 2, 24, 2),
 }
 
@@ -77,7 +78,7 @@ def log(message: str) -> None:
 def family_config(family: str, mode: Mode) -> ProjectConfig:
     return ProjectConfig(
         model=ModelSpec(factory=family),
-        train=TrainConfig(epochs=mode.dense_epochs, retrain_epochs=mode.retrain_epochs),
+        train=TrainConfig(epochs=mode.dense_epochs, retrain_epochs=mode.retrain_epochs, precision=mode.precision),
         imp=ImpConfig(rounds=mode.rounds),
         search=SearchConfig(trials=mode.trials),
     )

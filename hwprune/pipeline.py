@@ -69,6 +69,7 @@ class RunResult:
     profile: dict[str, Any]
     calibration: dict[str, Any] | None
     numerics: dict[str, Any]
+    rewind: str  # "lr" or "weights"
     rewind_iteration: int
     dense_iterations: int
     seconds: dict[str, float]
@@ -151,7 +152,7 @@ def train_dense(config: ProjectConfig, target: Target, options: RunOptions, prog
     rewind_at = max(1, int(round(iterations * config.imp.rewind_fraction)))
     snapshots: list[nn.Module] = []
     train(model, train_set, config.train, config.train.epochs, derive_seed(config.seed, "dense"), progress,
-          "dense training", snapshot_at=rewind_at, on_snapshot=lambda m: snapshots.append(copy.deepcopy(m)))
+          "dense training", snapshot_at=rewind_at, on_snapshot=snapshots.append)
     return Dense(model, snapshots[0].eval(), example, data, widths, accuracy(model, test_set), rewind_at,
                   iterations)
 
@@ -289,7 +290,7 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
         numerics={"max_abs_diff": numerics.max_abs_diff, "samples": numerics.samples, "tolerance": numerics.tolerance,
                   "providers": list(numerics_settings.providers)},
         channel_multiple=multiple,
-        rewind_iteration=dense.rewind_at, dense_iterations=dense.iterations, seconds=timings, host=_host(),
+        rewind=config.imp.rewind, rewind_iteration=dense.rewind_at, dense_iterations=dense.iterations, seconds=timings, host=_host(),
         versions=_versions(), onnx_path=onnx_path, seed=config.seed,
     )
 

@@ -42,7 +42,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "pruned": {**_model(result.pruned), "kept_channels": result.kept},
         "onnx": result.onnx_path.name,
         "numerics": result.numerics,
-        "imp": {"rewind_iteration": result.rewind_iteration, "dense_iterations": result.dense_iterations,
+        "imp": {"rewind": result.rewind, "rewind_iteration": result.rewind_iteration, "dense_iterations": result.dense_iterations,
                 "rounds": [asdict(r) for r in result.rounds]},
         "profile": result.profile,
         "calibration": result.calibration,
@@ -105,7 +105,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         *([f"- **Analytic profile**: no latency in this report was measured on the device; every figure is a "
             f"roofline prediction from published specs (cited in `{prof['path']}`). Run `hwprune profile` on the "
             "device to measure it."] if prof["provenance"] == "analytic" else []),
-        f"- Rewind point θ_k: iteration {report['imp']['rewind_iteration']} of {report['imp']['dense_iterations']}.",
+        ("- Rewinding: learning rate (survivors keep their trained weights; the schedule restarts each round)."
+         if report["imp"]["rewind"] == "lr" else
+         f"- Rewinding: weights, to θ_k at iteration {report['imp']['rewind_iteration']} of "
+         f"{report['imp']['dense_iterations']}."),
         f"- ONNX vs PyTorch: max |diff| {report['numerics']['max_abs_diff']:.2e} over {report['numerics']['samples']} "
         "test inputs.",
         f"- Wall time: {report['seconds']['total_s']:.0f} s; versions: "

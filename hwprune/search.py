@@ -1,8 +1,11 @@
 """The per-round Optuna search over per-group prune rates: the only importer of optuna.
 
-Each trial proposes a prune rate per coupled channel group (never below the group's current rate, so
-masks only shrink), rounds kept channels to the runtime's channel multiple, and checks the predicted
-latency against the round target (an Optuna constraint). Only feasible trials pay for the accuracy proxy.
+A trial proposes how the pruning is shared out between the coupled channel groups (a share per group);
+one scale, found by bisection on the latency model, turns the shares into prune rates: the least pruning
+along that direction whose predicted latency meets the round's target. Every trial is therefore a network
+that uses the latency budget rather than one far below it or above it, and pays for the accuracy proxy.
+Rates never fall below a group's current rate (masks only shrink) and kept channels are rounded to the
+runtime's channel multiple. The first trial shares equally: the uniform baseline.
 """
 
 from __future__ import annotations
@@ -32,11 +35,10 @@ class SearchSpace:
         return 1.0 - self.current_widths[group] / self.dense_widths[group]
 
     def widths_for(self, rates: dict[str, float]) -> dict[str, int]:
-        return {g: keep_count(w, rates[g], self.channel_multiple, self.current_widths[g])
+        """Kept channels per group; rates are clamped to [current rate, max_prune_rate]."""
+        return {g: keep_count(w, min(max(rates[g], self.low_rate(g)), self.max_prune_rate), self.channel_multiple,
+                              self.current_widths[g])
                 for g, w in self.dense_widths.items()}
-
-    def uniform_rates(self, rate: float) -> dict[str, float]:
-        return {g: min(max(rate, self.low_rate(g)), self.max_prune_rate) for g in self.dense_widths}
 
 
 @dataclass(frozen=True)
@@ -54,26 +56,37 @@ class SearchOutcome:
     predicted_ms: float
     proxy_accuracy: float
     trials: tuple[TrialRecord, ...]
-    uniform_rate: float  # the smallest uniform prune rate meeting the target (the seed trial)
+    uniform_rate: float  # the smallest uniform prune rate meeting the target (the first trial)
 
 
-def _uniform_feasible(space: SearchSpace, predict: Callable[[dict[str, int]], float], target_ms: float
-                      ) -> float:
-    """Smallest uniform rate whose predicted latency meets the target (bisection on rate)."""
-    lo, hi = min(space.low_rate(g) for g in space.dense_widths), space.max_prune_rate
-    if predict(space.widths_for(space.uniform_rates(hi))) > target_ms:
-        return hi
-    for _ in range(12):
+MIN_SHARE = 0.05  # a group's smallest share of the pruning (0 would exempt it entirely)
+
+
+def on_target(space: SearchSpace, predict: Callable[[dict[str, int]], float], target_ms: float,
+              shares: dict[str, float]) -> tuple[float, dict[str, int]]:
+    """(scale, widths): the least pruning along `shares` whose predicted latency meets the target.
+
+    Group g is pruned at rate min(max_rate, max(current rate, scale·share_g)); latency falls monotonically
+    with scale, so bisection finds the smallest feasible scale. Equal shares give uniform pruning, the scale
+    then being the uniform rate.
+    """
+    def widths_at(scale: float) -> dict[str, int]:
+        return space.widths_for({g: scale * s for g, s in shares.items()})
+
+    lo, hi = 0.0, space.max_prune_rate / min(shares.values())
+    if predict(widths_at(lo)) <= target_ms:
+        return lo, widths_at(lo)
+    for _ in range(14):
         mid = (lo + hi) / 2
-        if predict(space.widths_for(space.uniform_rates(mid))) <= target_ms:
+        if predict(widths_at(mid)) <= target_ms:
             hi = mid
         else:
             lo = mid
-    return hi
+    return hi, widths_at(hi)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Seeded sampler; both honour the latency constraint set on each trial."""
+    """Seeded sampler over the per-group shares (every trial already meets the latency target)."""
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
@@ -84,34 +97,30 @@ def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
            sampler: str = "tpe", progress: Progress = NullProgress(), description: str = "search"
            ) -> SearchOutcome:
     """Find the per-group widths with the best proxy accuracy whose predicted latency ≤ `target_ms`."""
-    floor_ms = predict(space.widths_for(space.uniform_rates(space.max_prune_rate)))
+    floor_ms = predict(space.widths_for(dict.fromkeys(space.dense_widths, space.max_prune_rate)))
     if floor_ms > target_ms:
         raise SearchError(
             f"latency target {target_ms:.4f} ms is infeasible: the smallest network the search may build "
             f"(every group pruned by {space.max_prune_rate:.0%}) is predicted at {floor_ms:.4f} ms",
             hint="raise the budget, or raise [search] max_prune_rate (limit) / lower the target's channel_multiple")
-    uniform = _uniform_feasible(space, predict, target_ms)
+    groups = list(space.dense_widths)
+    uniform, _ = on_target(space, predict, target_ms, dict.fromkeys(groups, 1.0))
     study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed))
-    study.enqueue_trial({g: r for g, r in space.uniform_rates(uniform).items()})
+    study.enqueue_trial(dict.fromkeys(groups, 1.0))
     cache: dict[tuple[int, ...], float] = {}
     records: list[TrialRecord] = []
 
     def objective(trial: optuna.Trial) -> float:
-        rates = {g: trial.suggest_float(g, space.low_rate(g), space.max_prune_rate) for g in space.dense_widths}
-        widths = space.widths_for(rates)
+        shares = {g: trial.suggest_float(g, MIN_SHARE, 1.0) for g in groups}
+        _, widths = on_target(space, predict, target_ms, shares)
         predicted = predict(widths)
         trial.set_user_attr("widths", widths)
         trial.set_user_attr("predicted_ms", predicted)
-        trial.set_constraint("latency_ms", predicted - target_ms)
-        feasible = predicted <= target_ms
-        score = None
-        if feasible:
-            key = tuple(widths.values())
-            if key not in cache:
-                cache[key] = evaluate(widths)
-            score = cache[key]
-        records.append(TrialRecord(trial.number, widths, predicted, feasible, score))
-        return score if score is not None else 0.0
+        key = tuple(widths.values())
+        if key not in cache:
+            cache[key] = evaluate(widths)
+        records.append(TrialRecord(trial.number, widths, predicted, predicted <= target_ms, cache[key]))
+        return cache[key]
 
     with stage(progress, description, trials) as bar:
         def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -120,7 +129,7 @@ def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
 
         study.optimize(objective, n_trials=trials, callbacks=[advance], catch=())
     feasible = [r for r in records if r.feasible]
-    if not feasible:  # unreachable in practice: the enqueued uniform trial is feasible
+    if not feasible:  # unreachable: every trial is placed on the target, whose floor was checked above
         raise SearchError(f"no trial met the latency target {target_ms:.4f} ms", hint="raise [search] trials")
-    best = max(feasible, key=lambda r: (r.proxy_accuracy, -r.predicted_ms))
+    best = max(feasible, key=lambda r: (r.proxy_accuracy, r.predicted_ms))  # ties: the larger network
     return SearchOutcome(best.widths, best.predicted_ms, float(best.proxy_accuracy), tuple(records), uniform)

@@ -1,11 +1,12 @@
 """The pruning engine: groups, physical removal vs masking, rewinding, masks only shrinking."""
 
+import copy
 import random
 
 import torch
 
 from hwprune.prune import graph
-from hwprune.prune.imp import Ticket, masks_for_widths, rewind
+from hwprune.prune.imp import Ticket, masks_for_widths, rewind, starting_point
 from hwprune.prune.masks import Masks
 
 
@@ -55,6 +56,20 @@ def test_rewound_survivors_equal_theta_k_exactly(cnn, example):
     assert torch.equal(rewound.features[3].weight, w[list(second)][:, list(first)])
     assert torch.equal(rewound.features[1].running_var, theta_k.features[1].running_var[list(first)])
     assert torch.equal(rewound.classifier.weight, theta_k.classifier.weight[:, list(dict(masks.kept)["features.14"])])
+
+
+def test_rounds_start_from_theta_k_or_from_the_trained_survivors(cnn, example):
+    """Weight rewinding starts a round at θ_k; learning-rate rewinding at the ticket's trained values."""
+    theta_k = copy.deepcopy(cnn)
+    with torch.no_grad():
+        for p in theta_k.parameters():
+            p.mul_(0.5)
+    dense, masks = _random_masks(cnn, example, seed=5)
+    ticket = Ticket(Masks.full(dense), cnn)
+    kept_in, kept_out = dict(masks.kept)["features.0"], dict(masks.kept)["features.3"]
+    for mode, source in (("weights", theta_k), ("lr", cnn)):
+        start = starting_point(mode, ticket, masks, theta_k, example, ())
+        assert torch.equal(start.features[3].weight, source.features[3].weight[list(kept_out)][:, list(kept_in)])
 
 
 def test_masks_only_shrink_across_rounds(any_model, example):

@@ -1,9 +1,11 @@
 """Iterative magnitude pruning with rewinding, one latency-targeted search per round.
 
 Round r: search per-group widths under the round's latency target (proxy: masked trained net, BatchNorm
-re-estimated), keep each group's highest-magnitude surviving channels, rewind the survivors to θ_k (the
-dense weights at an early iteration), retrain. Training runs on the physically slimmed network, which
-computes exactly what the masked dense one does (tests check it) and costs less.
+re-estimated), keep each group's highest-magnitude surviving channels, rewind, retrain. Rewinding is either
+of the learning rate (survivors keep their trained values, the schedule restarts; the default) or of the
+weights (survivors reset to θ_k, the dense weights at an early iteration: the lottery ticket). Training
+runs on the physically slimmed network, which computes exactly what the masked dense one does (tests check
+it) and costs less.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ def rewind(theta_k: nn.Module, masks: Masks, example: torch.Tensor, ignore: tupl
     return graph.slim(theta_k, example, full, masks, ignore)
 
 
+def starting_point(mode: str, ticket: Ticket, masks: Masks, theta_k: nn.Module, example: torch.Tensor,
+                   ignore: tuple[str, ...]) -> nn.Module:
+    """The slim network a round retrains: survivors at θ_k ("weights") or at their trained values ("lr")."""
+    if mode == "weights":
+        return rewind(theta_k, masks, example, ignore)
+    return graph.slim(ticket.model, example, ticket.masks, masks, ignore)
+
+
 def imp_round(number: int, target_ms: float, ticket: Ticket, theta_k: nn.Module, example: torch.Tensor,
               predict: Callable[[dict[str, int]], float], channel_multiple: int,
               data: tuple[Dataset, Dataset, Dataset], config: ProjectConfig, seed: int,
@@ -83,9 +93,9 @@ def imp_round(number: int, target_ms: float, ticket: Ticket, theta_k: nn.Module,
     outcome = search(space, predict, evaluate, target_ms, config.search.trials, seed, config.search.sampler,
                      progress, f"round {number}: search ≤ {target_ms:.3f} ms")
     masks = masks_for_widths(ticket, outcome.widths, example, ignore)
-    model = rewind(theta_k, masks, example, ignore)
+    model = starting_point(config.imp.rewind, ticket, masks, theta_k, example, ignore)
     train(model, train_set, config.train, config.train.retrain_epochs, seed, progress,
-          f"round {number}: retrain from θ_k")
+          f"round {number}: retrain from {'θ_k' if config.imp.rewind == 'weights' else 'trained weights'}")
     record = RoundRecord(
         number, target_ms, outcome.predicted_ms, outcome.proxy_accuracy,
         accuracy(model, val_set), masks.widths(), outcome.uniform_rate, len(outcome.trials),
