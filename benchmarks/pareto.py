@@ -12,7 +12,8 @@ For each family (example CNN, ResNet-20) one dense network is trained, then prun
   one-shot      the same search in one round, retrained for the same total epochs
   random-reinit hwprune's final architecture, weights re-initialised, trained for the same total epochs
 
-Baselines get no measured extra rounds: they are what a FLOPs- or rate-based tool hands over. Every model
+Baselines get no measured extra rounds: they are what a FLOPs- or rate-based tool hands over; when hwprune
+needed extra rounds, each baseline gets as many retraining epochs (rounds at its final target). Every model
 ends as an exported ONNX file; the family's models and its dense model are timed side by side in one
 interleaved measurement at the end. Results: benchmarks/results/pareto[_quick].json and .png.
 
@@ -67,7 +68,7 @@ class Mode:
 
 MODES = {
     "quick": Mode(("example-cnn", "resnet20"), 10000, 3, 1, 2, 8, 1),
-    "full": Mode(("example-cnn", "resnet20"), None, 8, 2, 2, 24, 2),
+    "full": Mode(("example-cnn", "resnet20"), None, 8, 1, 2, 16, 2),
 }
 
 
@@ -95,10 +96,10 @@ def flops_model(oracle: LatencyOracle, template: GraphTemplate) -> tuple[Callabl
     return (lambda widths: a * macs(widths)), a
 
 
-def one_shot(config: ProjectConfig) -> ProjectConfig:
-    """One round, retrained for the epochs IMP spends over all its rounds."""
+def one_shot(config: ProjectConfig, epochs: int) -> ProjectConfig:
+    """One round, retrained for `epochs` (the retraining epochs hwprune spent over all its rounds)."""
     return dataclasses.replace(config, imp=dataclasses.replace(config.imp, rounds=1), train=dataclasses.replace(
-        config.train, retrain_epochs=config.train.retrain_epochs * config.imp.rounds))
+        config.train, retrain_epochs=epochs))
 
 
 def run_family(family: str, mode: Mode, tmp: Path) -> dict:
@@ -159,13 +160,15 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
                             dense_predicted, table_final),
                 "flops": (cfg, flops_predict, flops_predict(dense.widths),
                           budget_ms * margin * flops_predict(dense.widths) / dense_ms),
-                "one-shot": (one_shot(cfg), oracle, dense_predicted, table_final),
+                "one-shot": (one_shot(cfg, epochs), oracle, dense_predicted, table_final),
             }
             for method, (vcfg, predict, start_ms, final_ms) in variants.items():
                 t0 = time.perf_counter()
                 variant = Imp(dense, predict, multiple, vcfg)
                 try:
                     variant.schedule(start_ms, final_ms)
+                    while len(variant.rounds) * vcfg.train.retrain_epochs < epochs:  # hwprune's extra rounds
+                        variant.round(final_ms)
                 except SearchError as exc:  # e.g. a FLOPs model that thinks the budget unreachable
                     infeasible.append({"method": method, "budget": budget, "seed": seed, "error": exc.message})
                     log(f"{family} {budget}x {method}: {exc.message}")

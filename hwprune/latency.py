@@ -119,13 +119,11 @@ class LatencyOracle:
             return self.model.calibration
         configs = calibration_configs(dense_widths, multiple, seed)
         self.ensure(configs)
-        sums, measured = [], []
-        with stage(self.progress, "calibrating latency model", len(configs)) as bar:
-            for i, widths in enumerate(configs):
-                sums.append(self.model.kernel_sum_ms(self.kernels(widths))[0])
-                measured.append(runtime.time_model(self.template.instantiate(widths, seed=i),
-                                                   self.profile.settings, CALIBRATION_PROTOCOL).median_ms)
-                bar.advance(1)
+        sums = [self.model.kernel_sum_ms(self.kernels(widths))[0] for widths in configs]
+        with stage(self.progress, f"calibrating latency model on {len(configs)} networks", None):
+            stats = runtime.time_side_by_side([self.template.instantiate(w, seed=i) for i, w in enumerate(configs)],
+                                              self.profile.settings, CALIBRATION_PROTOCOL)
+        measured = [s.median_ms for s in stats]
         self.calibration_networks = list(zip(configs, measured, strict=True))
         calibration = profiles.fit_calibration(sums, measured, self.profile.overhead_ms)
         self.profile.calibrations[self.template.key] = calibration
