@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from hwprune import __version__
@@ -21,16 +22,29 @@ EPILOG = "exit codes: " + ", ".join(f"{code} {name}" for name, code in sorted(EX
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hwprune", epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets; `hwprune profile "
-                                        "--target NAME` measures a target's latency table on this host.",
+                                        "--target NAME` measures a target's latency table on this host; `hwprune "
+                                        "compare REPORT.json...` compares targets; `hwprune validate MODEL.onnx "
+                                        "--target NAME` re-checks a shipped model.",
         description="Prune a PyTorch model until its measured ONNX Runtime latency fits the target's budget.")
-    p.add_argument("--target", required=True, help="target name (see `hwprune targets`) or a target .toml file")
+    p.add_argument("--target", action="append", default=[], metavar="NAME",
+                   help="target name (see `hwprune targets`) or a target .toml file; repeat for several targets "
+                        "(one dense training serves them all)")
+    p.add_argument("--all-targets", action="store_true", help="every target `hwprune targets` lists")
     p.add_argument("--config", type=Path, help="project config (hwprune.toml); default: built-in Fashion-MNIST example")
     p.add_argument("--model", help=f"built-in model instead of the config's ({', '.join(MODELS)})")
-    p.add_argument("--out", type=Path, help="output folder (default: out/TARGET)")
+    p.add_argument("--out", type=Path, help="output folder (default: out/TARGET; with several targets, "
+                                            "OUT/TARGET)")
+    p.add_argument("--json", action="store_true", help="print the report JSON on stdout (a list for several "
+                                                      "targets); the summary goes to stderr")
+    p.add_argument("--cache-dir", type=Path, help="dense-training cache (default: $HWPRUNE_CACHE_DIR, else "
+                                                  "~/.cache/hwprune)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the dense-training cache")
+    p.add_argument("--optimize", action="store_true",
+                   help="also write model.optimized.onnx, ONNX Runtime's offline-optimised model (the target's "
+                        "optimisation level where this host is the device, else the portable 'basic' level)")
     p.add_argument("--force", action="store_true", help="replace results already in the output folder")
     p.add_argument("--data-dir", help="dataset folder for the data factory (built-in: Fashion-MNIST IDX files)")
-    p.add_argument("--profiles-dir", type=Path, help="folder of device profiles (default: ./profiles)")
-    p.add_argument("--targets-dir", type=Path, help="extra folder searched first for target files")
+    _add_lookup_args(p)
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--limit", type=int, help="use at most N samples per split (smoke tests; not for real results)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -39,11 +53,16 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_lookup_args(p: argparse.ArgumentParser) -> None:
+    """Where targets and device profiles are looked up (shared by the commands that take a target)."""
+    p.add_argument("--profiles-dir", type=Path, help="folder of device profiles (default: ./profiles)")
+    p.add_argument("--targets-dir", type=Path, help="extra folder searched first for target files")
+
+
 def _targets_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwprune targets", description="List the available targets.")
     p.add_argument("--config", type=Path)
-    p.add_argument("--targets-dir", type=Path)
-    p.add_argument("--profiles-dir", type=Path, help="folder of device profiles (default: ./profiles)")
+    _add_lookup_args(p)
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -58,12 +77,78 @@ def _profile_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=f"built-in model instead of the config's ({', '.join(MODELS)})")
     p.add_argument("--networks", type=int, default=30, help="search-space networks measured up front (default 30); "
                    "kernels a search needs beyond them are measured when first needed")
-    p.add_argument("--profiles-dir", type=Path, help="folder of device profiles (default: ./profiles)")
-    p.add_argument("--targets-dir", type=Path, help="extra folder searched first for target files")
+    _add_lookup_args(p)
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hwprune compare", epilog=EPILOG,
+        description="Compare reports of several targets: a table and plots (kept channels per group, latency per "
+                    "runtime kernel, accuracy vs latency) as Markdown with PNGs and as one self-contained HTML page.")
+    p.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
+    p.add_argument("--out", type=Path, default=Path("comparison"),
+                   help="folder for comparison.md, comparison.html and the PNGs (default: comparison/)")
+    p.add_argument("--md", type=Path, help="Markdown file (PNGs are written beside it)")
+    p.add_argument("--html", type=Path, help="self-contained HTML file")
+    p.add_argument("--force", action="store_true", help="replace earlier comparison files")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _validate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hwprune validate", epilog=EPILOG,
+        description="Re-check a shipped model against a target: a valid ONNX graph that runs on ONNX Runtime with "
+                    "finite outputs, and its latency (measured where this host is the device, else predicted from "
+                    "the target's profile) against the target's budget. Exit 10 when the budget is missed.")
+    p.add_argument("model", type=Path, metavar="MODEL.onnx")
+    p.add_argument("--target", required=True, help="target name (see `hwprune targets`) or a target .toml file")
+    _add_lookup_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hwprune import shipped
+    from hwprune.targets import load_target, target_dirs
+    _setup_logging(Console(stderr=True), args.debug)
+    target = load_target(args.target, target_dirs(args.targets_dir))
+    result = shipped.check(args.model, target, args.profiles_dir or Path("profiles"))
+    summary = {"model": str(result.path), "target": result.target, "built_for": result.built_for,
+               "ran_on": list(result.providers), "latency_ms": result.latency_ms,
+               "latency_source": result.latency_source, "how": result.how, "budget_ms": result.budget_ms,
+               "budget": result.budget_basis, "budget_met": result.budget_met}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{result.path}: valid ONNX, runs on {', '.join(result.providers)} with finite outputs")
+        if result.built_for and result.built_for != result.target:
+            print(f"note: the model was built for target '{result.built_for}', checked here against '{result.target}'")
+        print(f"latency {result.latency_ms:.4f} ms ({result.latency_source}: {result.how})")
+        verdict = {None: "not checked", True: "met", False: "NOT met"}[result.budget_met]
+        print(f"budget: {result.budget_basis} -> {verdict}")
+    if result.budget_met is False:
+        raise BudgetNotMetError(f"{result.path}: latency {result.latency_ms:.4f} ms ({result.latency_source}) "
+                                f"exceeds the budget {result.budget_ms:.4f} ms of target '{result.target}'",
+                                hint="prune again for this target (`hwprune --target ...`)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hwprune import compare
+    comparison = compare.Comparison.load(args.reports)
+    outputs = compare.write(comparison, args.md or args.out / "comparison.md",
+                           args.html or args.out / "comparison.html", args.force)
+    print(f"wrote {outputs.markdown}, {outputs.html} and {len(outputs.pngs)} PNGs "
+          f"({', '.join(p.name for p in outputs.pngs.values())}) for {len(comparison.reports)} targets")
+    return 0
 
 
 class RichProgress:
@@ -188,25 +273,66 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(err, args.debug)
     if args.limit is not None and args.limit < 1:
         raise _config_error("--limit must be a positive integer")
-    config, target = _config_and_target(args)
-    out_dir = args.out or Path("out") / target.name
-    profiles_dir = args.profiles_dir or Path("profiles")
+    config, targets = _config_and_targets(args)
+    several = len(targets) > 1
+    out_dirs = {t.name: (args.out / t.name if several and args.out else args.out or Path("out") / t.name)
+                for t in targets}
 
-    from hwprune import pipeline, report
-    options = pipeline.RunOptions(out_dir=out_dir, profiles_dir=profiles_dir, force=args.force,
-                                  data_dir=args.data_dir, data_limit=args.limit)
-    if args.quiet:
-        result = pipeline.run(config, target, options)
-    else:
-        with RichProgress(err) as progress:
-            result = pipeline.run(config, target, options, progress)
-    data = report.write(result, out_dir)
-    _print_summary(data, out_dir)
-    if not result.budget_met:
+    from hwprune import cache, pipeline, report
+    options = pipeline.RunOptions(out_dir=Path("out"), profiles_dir=args.profiles_dir or Path("profiles"),
+                                  force=args.force, data_dir=args.data_dir, data_limit=args.limit,
+                                  cache_dir=None if args.no_cache else args.cache_dir or cache.default_dir(),
+                                  optimize=args.optimize)
+    reports, failures, missed = [], [], []
+    start = time.perf_counter()
+    with _progress(err, args.quiet) as progress:
+        for outcome in pipeline.run_targets(config, targets, options, out_dirs, progress):
+            if outcome.error is not None:
+                failures.append(outcome.error)
+                if several:
+                    err.print(f"error: {outcome.target.name}: {outcome.error.message}", markup=False)
+                continue
+            data = report.write(outcome.result, outcome.out_dir)
+            reports.append(data)
+            _print_summary(data, outcome.out_dir, Console(stderr=True) if args.json else Console())
+            if not outcome.result.budget_met:
+                missed.append(outcome.result)
+    if several:
+        err.print(f"{len(reports)} of {len(targets)} targets done in {time.perf_counter() - start:.0f} s "
+                  f"(one dense training for all)", markup=False)
+    if args.json:
+        print(json.dumps(reports if several else (reports[0] if reports else None), indent=2))
+    if failures:
+        if several:
+            err.print(f"{len(failures)} of {len(targets)} targets failed", markup=False)
+        raise failures[0]
+    if missed:
+        r = missed[0]
         raise BudgetNotMetError(
-            f"pruned latency {result.pruned.latency_ms:.4f} ms ({result.pruned.latency_source}) exceeds the budget "
-            f"{result.budget_ms:.4f} ms", hint="raise [imp] extra_rounds or [search] trials, or relax the budget")
+            f"{r.target.name}: pruned latency {r.pruned.latency_ms:.4f} ms ({r.pruned.latency_source}) exceeds the "
+            f"budget {r.budget_ms:.4f} ms" + (f" ({len(missed)} targets missed)" if len(missed) > 1 else ""),
+            hint="raise [imp] extra_rounds or [search] trials, or relax the budget")
     return 0
+
+
+def _config_and_targets(args: argparse.Namespace):
+    """The config and the targets named by --target (repeatable) or --all-targets, in the order given."""
+    from hwprune.targets import available_targets, load_target, target_dirs
+    if args.all_targets and args.target:
+        raise _config_error("give --target or --all-targets, not both")
+    dirs = target_dirs(args.targets_dir, args.config.resolve().parent if args.config else None)
+    names = sorted(available_targets(dirs)) if args.all_targets else list(dict.fromkeys(args.target))
+    if not names:
+        raise _config_error("no target given", "pass --target NAME (see `hwprune targets`) or --all-targets")
+    config, first = _config_and_target(argparse.Namespace(**{**vars(args), "target": names[0]}))
+    return config, [first, *(load_target(n, dirs) for n in names[1:])]
+
+
+def _progress(console, quiet: bool):
+    from contextlib import nullcontext
+
+    from hwprune.progress import NullProgress
+    return nullcontext(NullProgress()) if quiet else RichProgress(console)
 
 
 def _config_error(message: str, hint: str = "") -> HwpruneError:
@@ -214,8 +340,7 @@ def _config_error(message: str, hint: str = "") -> HwpruneError:
     return ConfigError(message, hint)
 
 
-def _print_summary(data: dict, out_dir: Path) -> None:
-    from rich.console import Console
+def _print_summary(data: dict, out_dir: Path, console) -> None:
     from rich.table import Table
     d, p = data["dense"], data["pruned"]
     table = Table(title=f"hwprune → {data['target']} (budget {data['budget_ms']:.4f} ms: "
@@ -229,7 +354,6 @@ def _print_summary(data: dict, out_dir: Path) -> None:
     table.add_row("predicted", f"{d['predicted_latency_ms']:.4f} ms", f"{p['predicted_latency_ms']:.4f} ms")
     table.add_row("MACs", f"{d['macs']:,}", f"{p['macs']:,}")
     table.add_row("params", f"{d['params']:,}", f"{p['params']:,}")
-    console = Console()
     console.print(table)
     console.print(f"speedup {data['speedup']:.2f}x; wrote {out_dir / 'model.onnx'}, report.json, report.md "
                   f"in {data['seconds']['total_s']:.0f} s")
@@ -237,7 +361,8 @@ def _print_summary(data: dict, out_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"targets": (cmd_targets, _targets_parser), "profile": (cmd_profile, _profile_parser)}
+    commands = {"targets": (cmd_targets, _targets_parser), "profile": (cmd_profile, _profile_parser),
+                "compare": (cmd_compare, _compare_parser), "validate": (cmd_validate, _validate_parser)}
     command, make_parser = commands.get(argv[0] if argv else "", (cmd_run, _run_parser))
     if command is not cmd_run:
         argv = argv[1:]

@@ -71,11 +71,17 @@ class BudgetNotMetError(HwpruneError):
     exit_code = 10
 
 
+class ReportError(HwpruneError):
+    """A report given to `compare` is unreadable, not hwprune's, or of a schema version this one cannot read."""
+
+    exit_code = 11
+
+
 EXIT_CODES: dict[str, int] = {
     "ok": 0,
     "internal error": 1,
     **{cls.__name__: cls.exit_code for cls in (
         ConfigError, DataError, ModelError, ProfileError, PruningError,
-        SearchError, ExportError, OutputError, BudgetNotMetError)},
+        SearchError, ExportError, OutputError, BudgetNotMetError, ReportError)},
     "interrupted": 130,
 }

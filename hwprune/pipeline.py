@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
 import platform
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ import onnx
 import torch
 from torch import nn
 
-from hwprune import __version__, atomic, export, factories, profiles, profiling, runtime, validate
+from hwprune import __version__, atomic, cache, export, factories, profiles, profiling, runtime, shipped, validate
 from hwprune.config import ProjectConfig
-from hwprune.errors import OutputError, ProfileError
+from hwprune.errors import ConfigError, DataError, HwpruneError, ModelError, OutputError, ProfileError, PruningError
 from hwprune.latency import LatencyOracle
 from hwprune.onnxgraph import GraphTemplate, probe_widths
 from hwprune.progress import NullProgress, Progress
@@ -32,7 +33,7 @@ from hwprune.targets import Target
 from hwprune.train import accuracy, train
 
 log = logging.getLogger(__name__)
-ARTIFACTS = ("model.onnx", "report.json", "report.md")
+ARTIFACTS = ("model.onnx", "model.optimized.onnx", "report.json", "report.md")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class RunOptions:
     force: bool = False
     data_dir: str | None = None
     data_limit: int | None = None  # cap on every split (tests, quick looks)
+    cache_dir: Path | None = None  # where trained dense networks are kept (None: no cache)
+    optimize: bool = False  # also write ONNX Runtime's offline-optimised model (model.optimized.onnx)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class RunResult:
     profile: dict[str, Any]
     calibration: dict[str, Any] | None
     numerics: dict[str, Any]
+    dense_source: dict[str, Any]  # cached or trained here, cache key, seconds the training took
+    breakdown: dict[str, Any]  # predicted ms per runtime kernel, dense and pruned, in graph order
+    model_name: str  # built-in name or factory
+    optimized_onnx: dict[str, str] | None  # ONNX Runtime's offline-optimised copy, when asked for
     rewind: str  # "lr" or "weights"
     rewind_iteration: int
     dense_iterations: int
@@ -135,10 +142,18 @@ class Dense:
     accuracy: float
     rewind_at: int
     iterations: int
+    training_seconds: float = 0.0  # of the training that produced it (an earlier run's, when cached)
+    cached: bool = False  # loaded from the dense cache rather than trained in this run
+    cache_key: str | None = None
+
+    def for_batch(self, batch: int) -> Dense:
+        """The same network with an example input of another target's batch size."""
+        return dataclasses.replace(self, example=torch.zeros((batch, *self.example.shape[1:])))
 
 
 def train_dense(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress) -> Dense:
-    """Build model and data from their factories, train densely, keep the weights at the rewind point."""
+    """Build model and data from their factories and train densely, keeping the weights at the rewind point;
+    or load that result from the dense cache when model, data, recipe and seed are unchanged."""
     data = factories.build_data(config.data.factory, config.base_dir,
                                 options.data_dir or config.data.data_dir or None, config.seed)
     if options.data_limit:
@@ -148,13 +163,29 @@ def train_dense(config: ProjectConfig, target: Target, options: RunOptions, prog
     example = torch.zeros((target.batch, *config.model.input_shape[1:]))
     widths = {g.name: g.width for g in graph.channel_groups(model, example, config.model.ignore)}
     train_set, _, test_set = data
+    key = cache.dense_key(config, model, data) if options.cache_dir else None
+    entry = cache.load(options.cache_dir, key) if key and options.cache_dir else None
+    if entry is not None:
+        theta_k = copy.deepcopy(model)
+        model.load_state_dict(entry.model_state)
+        theta_k.load_state_dict(entry.theta_k_state)
+        progress.note(f"dense model from the cache ({options.cache_dir / f'dense-{key}.pt'}; trained in "
+                      f"{entry.training_seconds:.0f} s, test accuracy {entry.accuracy:.4f})")
+        return Dense(model.eval(), theta_k.eval(), example, data, widths, entry.accuracy, entry.rewind_at,
+                     entry.iterations, entry.training_seconds, True, key)
+    start = time.perf_counter()
     iterations = config.train.epochs * -(-len(train_set) // config.train.batch_size)
     rewind_at = max(1, int(round(iterations * config.imp.rewind_fraction)))
     snapshots: list[nn.Module] = []
     train(model, train_set, config.train, config.train.epochs, derive_seed(config.seed, "dense"), progress,
           "dense training", snapshot_at=rewind_at, on_snapshot=snapshots.append)
-    return Dense(model, snapshots[0].eval(), example, data, widths, accuracy(model, test_set), rewind_at,
-                  iterations)
+    dense = Dense(model, snapshots[0].eval(), example, data, widths, accuracy(model, test_set), rewind_at,
+                  iterations, time.perf_counter() - start, False, key)
+    if key and options.cache_dir:
+        cache.store(options.cache_dir, key, cache.DenseEntry(model.state_dict(), dense.theta_k.state_dict(),
+                                                             dense.accuracy, rewind_at, iterations,
+                                                             dense.training_seconds))
+    return dense
 
 
 def channel_multiple(target: Target, profile: profiles.DeviceProfile, progress: Progress) -> int:
@@ -211,16 +242,17 @@ class Imp:
             self.round(target_ms)
 
 
-def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress = NullProgress()
-        ) -> RunResult:
-    """The whole job for one target. Raises HwpruneError subclasses for anything the user can fix."""
+def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress = NullProgress(),
+        dense: Dense | None = None) -> RunResult:
+    """The whole job for one target; `dense` reuses a dense stage already trained (other targets of the same
+    invocation). Raises HwpruneError subclasses for anything the user can fix."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     prepare_out_dir(options.out_dir, options.force)
     torch.set_num_threads(config.train.threads)
     settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
 
-    dense = train_dense(config, target, options, progress)
+    dense = train_dense(config, target, options, progress) if dense is None else dense.for_batch(target.batch)
     example = dense.example
     timings["dense_training_s"] = time.perf_counter() - clock
 
@@ -275,8 +307,14 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
                           *graph.count_macs_params(ticket.model, example), p90, ticket.masks.widths())
     budget_met = latency <= budget_ms
     onnx_path = options.out_dir / "model.onnx"
-    atomic.write_bytes(onnx_path, export.with_metadata(proto, _metadata(target, budget_ms, budget_met, dense_summary,
-                                                                         pruned, oracle)).SerializeToString())
+    proto_with_metadata = export.with_metadata(proto, _metadata(target, budget_ms, budget_met, dense_summary, pruned,
+                                                                 oracle))
+    atomic.write_bytes(onnx_path, proto_with_metadata.SerializeToString())
+    optimized = None
+    if options.optimize:
+        level = shipped.write_optimized(proto_with_metadata, target, measured_here,
+                                        options.out_dir / "model.optimized.onnx")
+        optimized = {"file": "model.optimized.onnx", "graph_optimization": level}
     timings["total_s"] = time.perf_counter() - clock
     profile, calibration = oracle.profile, oracle.model.calibration
     return RunResult(
@@ -290,9 +328,22 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
         numerics={"max_abs_diff": numerics.max_abs_diff, "samples": numerics.samples, "tolerance": numerics.tolerance,
                   "providers": list(numerics_settings.providers)},
         channel_multiple=multiple,
-        rewind=config.imp.rewind, rewind_iteration=dense.rewind_at, dense_iterations=dense.iterations, seconds=timings, host=_host(),
+        breakdown=_breakdown(oracle, dense.widths, ticket.masks.widths()), model_name=config.model.factory,
+        optimized_onnx=optimized,
+        dense_source={"cached": dense.cached, "cache_key": dense.cache_key,
+                      "training_seconds": dense.training_seconds},
+        rewind=config.imp.rewind, rewind_iteration=dense.rewind_at, dense_iterations=dense.iterations,
+        seconds=timings, host=_host(),
         versions=_versions(), onnx_path=onnx_path, seed=config.seed,
     )
+
+
+def _breakdown(oracle: LatencyOracle, dense_widths: dict[str, int], widths: dict[str, int]) -> dict[str, Any]:
+    """Where the time goes: each runtime kernel's table entry (before calibration), dense and pruned."""
+    def kernels(w: dict[str, int]) -> list[dict[str, Any]]:
+        return [{"op": op, "ms": ms} for op, ms in oracle.predict(w).per_kernel_ms]
+
+    return {"source": oracle.predict(widths).source, "dense": kernels(dense_widths), "pruned": kernels(widths)}
 
 
 def _metadata(target: Target, budget_ms: float, budget_met: bool, dense: ModelSummary, pruned: ModelSummary,
@@ -309,6 +360,39 @@ def _metadata(target: Target, budget_ms: float, budget_met: bool, dense: ModelSu
         "hwprune.profile": oracle.profile.id,
         "hwprune.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+@dataclass(frozen=True)
+class TargetOutcome:
+    target: Target
+    out_dir: Path
+    result: RunResult | None
+    error: HwpruneError | None  # what stopped this target (the others still run)
+
+
+def run_targets(config: ProjectConfig, targets: list[Target], options: RunOptions, out_dirs: dict[str, Path],
+                progress: Progress = NullProgress()) -> Iterator[TargetOutcome]:
+    """One dense training (or cache hit), then IMP, export and validation per target, in order.
+
+    Every output folder is checked before anything runs. A target-specific failure (infeasible budget,
+    profile, export) is reported for that target and the others go on; model, data and config errors
+    concern all targets and stop the run.
+    """
+    for target in targets:
+        prepare_out_dir(out_dirs[target.name], options.force)
+    dense: Dense | None = None
+    for target in targets:
+        target_options = dataclasses.replace(options, out_dir=out_dirs[target.name])
+        try:
+            if dense is None:
+                torch.set_num_threads(config.train.threads)
+                dense = train_dense(config, target, target_options, progress)
+            yield TargetOutcome(target, target_options.out_dir, run(config, target, target_options, progress, dense),
+                                None)
+        except (ConfigError, DataError, ModelError, PruningError):
+            raise
+        except HwpruneError as exc:
+            yield TargetOutcome(target, target_options.out_dir, None, exc)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,60 @@
-"""RunResult → report.json (versioned schema) and report.md. Every latency says whether it is measured."""
+"""RunResult → report.json (versioned JSON Schema in hwprune/schemas/) and report.md.
+
+Every latency says whether it is measured. Reports are validated against the schema when written (a
+failure there is a bug) and when read back (`compare`), where a corrupt, foreign or other-version report
+is refused with a ReportError naming the file and the first problem.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from hwprune import atomic
+from hwprune.errors import ReportError
 from hwprune.pipeline import ModelSummary, RunResult
 
-REPORT_SCHEMA = 1
+REPORT_SCHEMA = 2
+SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / f"report-{REPORT_SCHEMA}.schema.json"
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_FILE.read_text())
+
+
+def problems(report: Any) -> list[str]:
+    """Schema violations, each as 'where: what' (empty when the report is valid)."""
+    validator = jsonschema.Draft202012Validator(schema())
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+            for e in sorted(validator.iter_errors(report), key=lambda e: list(map(str, e.absolute_path)))]
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A report.json, validated; ReportError (one line, with the file) for anything else."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such report", hint="give the report.json files hwprune wrote") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not a readable JSON file ({exc})", hint="the file is corrupt; re-run hwprune "
+                          "for that target") from None
+    if not isinstance(data, dict) or data.get("tool") != "hwprune":
+        raise ReportError(f"{path}: not an hwprune report", hint="give the report.json files hwprune wrote")
+    if data.get("schema") != REPORT_SCHEMA:
+        raise ReportError(f"{path}: report schema {data.get('schema')!r}, this hwprune reads schema {REPORT_SCHEMA}",
+                          hint="re-run the target with this hwprune version")
+    found = problems(data)
+    if found:
+        raise ReportError(f"{path}: invalid report ({found[0]}" + (f"; {len(found) - 1} more" if len(found) > 1
+                                                                    else "") + ")",
+                          hint="the file was edited or truncated; re-run hwprune for that target")
+    return data
 
 
 def _model(summary: ModelSummary) -> dict[str, Any]:
@@ -29,9 +74,12 @@ def to_json(result: RunResult) -> dict[str, Any]:
     t = result.target
     speedup = result.dense.latency_ms / result.pruned.latency_ms if result.pruned.latency_ms else None
     return {
+        "tool": "hwprune",
         "schema": REPORT_SCHEMA,
         "target": t.name,
-        "target_settings": {"providers": list(t.providers), "intra_op_threads": t.intra_op_threads, "batch": t.batch,
+        "model": result.model_name,
+        "target_settings": {"description": t.description, "providers": list(t.providers),
+                            "intra_op_threads": t.intra_op_threads, "batch": t.batch,
                             "precision": t.precision, "graph_optimization": t.graph_optimization,
                             "channel_multiple": result.channel_multiple, "budget": t.budget.describe(),
                             "file": t.source},
@@ -41,8 +89,12 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "dense": _model(result.dense),
         "pruned": {**_model(result.pruned), "kept_channels": result.kept},
         "onnx": result.onnx_path.name,
+        "optimized_onnx": result.optimized_onnx,
         "numerics": result.numerics,
-        "imp": {"rewind": result.rewind, "rewind_iteration": result.rewind_iteration, "dense_iterations": result.dense_iterations,
+        "dense_training": result.dense_source,
+        "latency_breakdown": result.breakdown,
+        "imp": {"rewind": result.rewind, "rewind_iteration": result.rewind_iteration,
+                "dense_iterations": result.dense_iterations,
                 "rounds": [asdict(r) for r in result.rounds]},
         "profile": result.profile,
         "calibration": result.calibration,
@@ -111,6 +163,9 @@ def to_markdown(report: dict[str, Any]) -> str:
          f"{report['imp']['dense_iterations']}."),
         f"- ONNX vs PyTorch: max |diff| {report['numerics']['max_abs_diff']:.2e} over {report['numerics']['samples']} "
         "test inputs.",
+        f"- Dense training: {_dense_source(report['dense_training'])}.",
+        *([f"- ONNX Runtime's offline-optimised model: `{report['optimized_onnx']['file']}` (level "
+           f"`{report['optimized_onnx']['graph_optimization']}`)."] if report.get("optimized_onnx") else []),
         f"- Wall time: {report['seconds']['total_s']:.0f} s; versions: "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
         "",
@@ -118,8 +173,16 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _dense_source(dense: dict[str, Any]) -> str:
+    took = f"trained in {dense['training_seconds']:.0f} s"
+    return f"loaded from the cache (key {dense['cache_key']}; {took} originally)" if dense["cached"] else took
+
+
 def write(result: RunResult, out_dir: Path) -> dict[str, Any]:
     report = to_json(result)
+    found = problems(report)
+    if found:  # hwprune's own output must match its schema: a bug, not a user error
+        raise AssertionError(f"report does not match {SCHEMA_FILE.name}: {found}")
     atomic.write_json(out_dir / "report.json", report)
     atomic.write_text(out_dir / "report.md", to_markdown(report))
     return report

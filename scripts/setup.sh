@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up hwprune from nothing on a Debian/Ubuntu machine: the Fashion-MNIST data (apt), a virtual
-# environment in .venv, PyTorch 2.13.0 (CPU) first, then hwprune with its test extra. Safe to re-run.
+# environment in .venv, PyTorch 2.13.0 (CPU) first, then hwprune with its test extra, and Debian's chromium
+# for the HTML report test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,10 @@ apt_install() {
 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   apt_install dataset-fashion-mnist
+fi
+# headless Chromium renders `hwprune compare`'s HTML page in the tests
+if ! command -v chromium >/dev/null 2>&1; then
+  apt_install chromium
 fi
 
 PYTHON=${PYTHON:-python3}

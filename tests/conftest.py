@@ -62,6 +62,15 @@ def example() -> torch.Tensor:
     return torch.zeros(1, 1, 28, 28)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_dense_cache(tmp_path_factory) -> Path:
+    """Runs in tests (and the CLI they start) cache dense training in a temporary folder, not ~/.cache."""
+    import os
+    folder = tmp_path_factory.mktemp("dense-cache")
+    os.environ["HWPRUNE_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     from hwprune.data.fashion_mnist import DEFAULT_DIR

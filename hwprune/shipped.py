@@ -1,0 +1,120 @@
+"""Shipped ONNX artifacts: ONNX Runtime's offline-optimised copy (`--optimize`) and `hwprune validate`,
+which re-checks a model file against a target: valid graph, runs on ONNX Runtime with finite outputs, and
+its latency (measured where this host is the target's device, else predicted from the target's profile,
+and stated which) against the target's budget.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hwprune import atomic, export, onnxgraph, profiles, runtime
+from hwprune.errors import ConfigError, ExportError
+from hwprune.latency import LatencyModel
+from hwprune.runtime import RuntimeSettings
+from hwprune.targets import Target
+
+
+def offline_level(profile_measured_here: bool, settings: RuntimeSettings) -> str:
+    """ONNX Runtime's extended and "all" levels write fusions and layouts specific to one execution provider
+    and CPU (NCHWc blocks): only a file for this host's device gets the target's level; one meant for another
+    device gets the portable "basic" level (constant folding, redundant-node removal)."""
+    return settings.graph_optimization if profile_measured_here else "basic"
+
+
+def write_optimized(proto: onnx.ModelProto, target: Target, measured_here: bool, path: Path) -> str:
+    """ONNX Runtime's offline-optimised model for the target, written atomically; returns the level used."""
+    settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
+    level = offline_level(measured_here, settings)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        runtime.session(proto, replace(runtime.runnable_here(settings), graph_optimization=level),
+                        save_optimized=str(tmp))
+        atomic.write_bytes(path, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return level
+
+
+@dataclass(frozen=True)
+class ShippedCheck:
+    path: Path
+    target: str
+    built_for: str | None  # the target named in the model's metadata
+    providers: tuple[str, ...]  # those the model ran on here
+    latency_ms: float
+    latency_source: str  # "measured" or "predicted"
+    how: str  # how the latency was obtained, in words
+    budget_ms: float | None
+    budget_basis: str
+    metadata: dict[str, str]
+
+    @property
+    def budget_met(self) -> bool | None:
+        return None if self.budget_ms is None else self.latency_ms <= self.budget_ms
+
+
+def load(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such model file", hint="give the model.onnx hwprune wrote")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise ExportError(f"{path}: not a readable ONNX model ({type(exc).__name__})",
+                          hint="the file is corrupt or not ONNX") from None
+    export.check(proto)
+    return proto
+
+
+def check(path: Path, target: Target, profiles_dir: Path) -> ShippedCheck:
+    proto = load(path)
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
+    here = runtime.runnable_here(settings)
+    sess = runtime.session(proto, here)
+    outputs = runtime.run(sess, runtime.random_inputs(sess))
+    if not all(np.isfinite(o).all() for o in outputs):
+        raise ExportError(f"{path}: ONNX Runtime produced non-finite outputs", hint="the model is broken")
+    if can_be_the_device(target):
+        stats = runtime.time_model(proto, settings)
+        latency, source = stats.median_ms, "measured"
+        how = (f"measured on this host with ONNX Runtime {runtime.version()}, {'/'.join(settings.providers)}, "
+               f"{settings.intra_op_threads} thread(s), median of the quietest timing blocks")
+    else:
+        profile = profiles.open_profile(target.profile, settings, profiles_dir, target.arch)
+        kernels = (onnxgraph.kernels(proto) if profile.analytic is not None
+                   else onnxgraph.runtime_kernels(*runtime.optimized_graph(proto, profile.settings)))
+        prediction = LatencyModel(profile, architecture_key="").predict(kernels)
+        latency, source = prediction.latency_ms, "predicted"
+        how = (f"predicted from profile '{profile.id}' ({profile.provenance.get('kind')}): {len(kernels)} kernels, "
+               "uncalibrated (a shipped file does not say which calibrated architecture it came from)")
+    budget_ms, basis = _budget(target, metadata)
+    return ShippedCheck(path, target.name, metadata.get("hwprune.target"), here.providers, latency, source, how,
+                        budget_ms, basis, metadata)
+
+
+def can_be_the_device(target: Target) -> bool:
+    """This host has the target's architecture and execution providers, so its latency is measured here."""
+    return (target.arch in ("", platform.machine())
+            and all(p in runtime.available_providers() for p in target.providers))
+
+
+def _budget(target: Target, metadata: dict[str, str]) -> tuple[float | None, str]:
+    """The target's budget in ms; a speedup budget needs the dense latency the model's metadata records for
+    the same target."""
+    if target.budget.ms is not None:
+        return target.budget.ms, f"{target.budget.ms:g} ms (absolute)"
+    dense = metadata.get("hwprune.dense_latency_ms")
+    if metadata.get("hwprune.target") != target.name or dense is None or not math.isfinite(float(dense)):
+        return None, (f"{target.budget.describe()}: not checkable, the model's metadata records no dense latency "
+                      f"for target '{target.name}'")
+    return (target.budget.resolve_ms(float(dense)),
+            f"{target.budget.describe()} of the dense latency recorded when the model was built "
+            f"({float(dense):.4f} ms, {metadata.get('hwprune.latency_source', 'unknown')})")
+
