@@ -254,11 +254,41 @@ def plot(families: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def markdown_table(result: dict) -> str:
+    """The README's table: per family, budget and method, mean accuracy and measured latency over seeds."""
+    lines = ["| model | budget | method | test accuracy (mean ± spread) | measured ms (p50) | budget met | "
+             "MACs | widths |", "|---|---|---|---|---|---|---|---|"]
+    for fam in result["families"]:
+        d = fam["dense"]
+        lines.append(f"| {fam['family']} | — | dense | {d['accuracy']:.4f} | {d['latency_ms']:.4f} | — | "
+                     f"{d['macs'] / 1e6:.1f}M | {'-'.join(map(str, d['widths'].values()))} |")
+        for budget in result["budgets"]:
+            for method in METHODS:
+                pts = [p for p in fam["points"] if p["method"] == method and p["budget"] == budget]
+                if not pts:
+                    lines.append(f"| {fam['family']} | {budget}× | {method} | infeasible | — | no | — | — |")
+                    continue
+                accs = [p["accuracy"] for p in pts]
+                spread = f" ± {(max(accs) - min(accs)) / 2:.4f} ({len(pts)} seeds)" if len(pts) > 1 else ""
+                met = sum(p["budget_met"] for p in pts)
+                widths = "; ".join("-".join(map(str, p["widths"].values())) for p in pts)
+                name = f"**{method}**" if method == "hwprune" else method
+                lines.append(f"| {fam['family']} | {budget}× | {name} | {statistics.fmean(accs):.4f}{spread} | "
+                             f"{statistics.fmean(p['latency_ms'] for p in pts):.4f} | {met}/{len(pts)} | "
+                             f"{statistics.fmean(p['macs'] for p in pts) / 1e6:.1f}M | {widths} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data and schedule (≤ 15 min)")
     parser.add_argument("--families", help="comma-separated subset of example-cnn,resnet20")
+    parser.add_argument("--table", type=Path, metavar="RESULT_JSON",
+                        help="print the Markdown table of an earlier result and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
     name = "quick" if args.quick else "full"
     mode = MODES[name]
     if args.families:

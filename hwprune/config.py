@@ -38,8 +38,8 @@ class DataSpec:
 class TrainConfig:
     """Dense training and per-round retraining recipe (SGD with Nesterov momentum, cosine decay)."""
 
-    epochs: int = 3
-    retrain_epochs: int = 3
+    epochs: int = 8  # the example CNN reaches 0.92 on Fashion-MNIST
+    retrain_epochs: int = 1  # per IMP round: dense training, shared by all targets, is where time goes
     batch_size: int = 128
     lr: float = 0.05
     momentum: float = 0.9
