@@ -71,7 +71,7 @@ class SearchConfig:
     """Optuna search of per-group prune rates inside each IMP round."""
 
     sampler: str = "tpe"  # "tpe" or "nsga2"
-    trials: int = 30
+    trials: int = 24
     max_prune_rate: float = 0.85
     bn_batches: int = 10  # batches used to re-estimate BatchNorm statistics for the proxy score
     val_samples: int = 2000  # validation images scored per trial
