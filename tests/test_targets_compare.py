@@ -88,10 +88,7 @@ def _chromium() -> str | None:
 
 def test_comparison_page_renders_in_a_headless_browser(three_targets, tmp_path):
     browser = _chromium()
-    if browser is None:
-        if os.environ.get("HWPRUNE_SKIP_BROWSER"):
-            pytest.skip("chromium not installed and HWPRUNE_SKIP_BROWSER set")
-        pytest.fail("chromium is missing: apt-get install -y chromium (scripts/setup.sh installs it)")
+    assert browser, "chromium is missing: apt-get install -y chromium (scripts/setup.sh installs it)"
     tmp, _, _ = three_targets
     assert hwprune("compare", *[str(tmp / "out" / t / "report.json") for t in TARGETS],
                    "--out", str(tmp_path)).returncode == 0
