@@ -3,14 +3,18 @@
 For each family (example CNN, ResNet-20) one dense network is trained, then pruned to 0.7x, 0.5x and
 0.35x of its measured latency by:
 
-  hwprune       latency-table search inside IMP with learning-rate rewinding, extra rounds while the
-                measured latency misses (the product's defaults)
+  hwprune       latency-table search inside IMP with learning-rate rewinding, distillation from the dense
+                network while retraining, extra rounds while the measured latency misses (the product's
+                defaults: 2 rounds retrained 0.5 + 1.5 epochs)
   uniform       one prune rate for every group, the largest the table predicts to meet the budget, same
                 IMP schedule (the search's seed trial alone)
   flops         the same search with a FLOPs-proportional latency model (a * MACs, a fitted on the same
                 calibration networks) instead of the table
   one-shot      the same search in one round, retrained for the same total epochs
   random-reinit hwprune's final architecture, weights re-initialised, trained for the same total epochs
+
+Every method retrains with the same recipe (distillation included), so the comparison isolates the
+latency model, the search, the schedule and the weights.
 
 Baselines get no measured extra rounds: they are what a FLOPs- or rate-based tool hands over; when hwprune
 needed extra rounds, each baseline gets as many retraining epochs (rounds at its final target). Every model
@@ -59,7 +63,6 @@ class Mode:
     families: tuple[str, ...]
     train_limit: int | None  # training images (None: all 55k)
     dense_epochs: int
-    retrain_epochs: int
     rounds: int
     trials: int
     seeds_at_half: int  # pruning seeds at the 0.5x budget
@@ -67,8 +70,8 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode(("example-cnn", "resnet20"), 10000, 3, 1, 2, 8, 1),
-    "full": Mode(("example-cnn", "resnet20"), None, 8, 1, 2, 16, 2),
+    "quick": Mode(("example-cnn", "resnet20"), 10000, 3, 2, 8, 1),
+    "full": Mode(("example-cnn", "resnet20"), None, 8, 2, 16, 2),
 }
 
 
@@ -79,7 +82,7 @@ def log(message: str) -> None:
 def family_config(family: str, mode: Mode) -> ProjectConfig:
     return ProjectConfig(
         model=ModelSpec(factory=family),
-        train=TrainConfig(epochs=mode.dense_epochs, retrain_epochs=mode.retrain_epochs, precision=mode.precision),
+        train=TrainConfig(epochs=mode.dense_epochs, precision=mode.precision),  # retraining: product defaults
         imp=ImpConfig(rounds=mode.rounds),
         search=SearchConfig(trials=mode.trials),
     )
@@ -96,10 +99,15 @@ def flops_model(oracle: LatencyOracle, template: GraphTemplate) -> tuple[Callabl
     return (lambda widths: a * macs(widths)), a
 
 
-def one_shot(config: ProjectConfig, epochs: int) -> ProjectConfig:
+def one_shot(config: ProjectConfig, epochs: float) -> ProjectConfig:
     """One round, retrained for `epochs` (the retraining epochs hwprune spent over all its rounds)."""
     return dataclasses.replace(config, imp=dataclasses.replace(config.imp, rounds=1), train=dataclasses.replace(
         config.train, retrain_epochs=epochs))
+
+
+def retrained(imp: Imp) -> float:
+    """Retraining epochs spent over all rounds so far."""
+    return sum(r.retrain_epochs for r in imp.rounds)
 
 
 def run_family(family: str, mode: Mode, tmp: Path) -> dict:
@@ -152,7 +160,7 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
                 imp.round(oracle(imp.ticket.masks.widths()) * budget * d_stats.median_ms / p_stats.median_ms
                           * margin)
             hw_masks, hw_rounds = imp.ticket.masks, len(imp.rounds)
-            epochs = hw_rounds * cfg.train.retrain_epochs
+            epochs = retrained(imp)
             record("hwprune", budget, seed, imp.ticket.model, hw_masks, hw_rounds, time.perf_counter() - t0, epochs)
 
             variants = {
@@ -167,21 +175,21 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
                 variant = Imp(dense, predict, multiple, vcfg)
                 try:
                     variant.schedule(start_ms, final_ms)
-                    while len(variant.rounds) * vcfg.train.retrain_epochs < epochs:  # hwprune's extra rounds
+                    while retrained(variant) < epochs - 1e-9:  # hwprune's extra rounds
                         variant.round(final_ms)
                 except SearchError as exc:  # e.g. a FLOPs model that thinks the budget unreachable
                     infeasible.append({"method": method, "budget": budget, "seed": seed, "error": exc.message})
                     log(f"{family} {budget}x {method}: {exc.message}")
                     continue
                 record(method, budget, seed, variant.ticket.model, variant.ticket.masks, len(variant.rounds),
-                       time.perf_counter() - t0, len(variant.rounds) * vcfg.train.retrain_epochs)
+                       time.perf_counter() - t0, retrained(variant))
 
             # random re-init: the lottery-ticket control on hwprune's final architecture
             t0 = time.perf_counter()
             torch.manual_seed(derive_seed(seed, "reinit"))
             fresh = factories.build_model(family, str(ROOT))
             model = graph.slim(fresh, dense.example, Masks.full(dense.widths), hw_masks, ())
-            train(model, dense.data[0], cfg.train, epochs, derive_seed(seed, "reinit-train"))
+            train(model, dense.data[0], cfg.train, epochs, derive_seed(seed, "reinit-train"), teacher=dense.model)
             record("random-reinit", budget, seed, model, hw_masks, 0, time.perf_counter() - t0, epochs)
 
     log(f"{family}: timing {len(protos)} models side by side")

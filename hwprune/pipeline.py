@@ -228,18 +228,21 @@ class Imp:
         self.ticket = Ticket(Masks.full(dense.widths), copy.deepcopy(dense.model))
         self.rounds: list[RoundRecord] = []
 
-    def round(self, target_ms: float) -> RoundRecord:
+    def round(self, target_ms: float, final: bool = True) -> RoundRecord:
+        """One more round; `final` = False for a scheduled round that a later one prunes further."""
         number = len(self.rounds) + 1
         self.ticket, record, _ = imp_round(number, target_ms, self.ticket, self.dense.theta_k, self.dense.example,
                                            self.predict, self.multiple, self.dense.data, self.config,
-                                           derive_seed(self.config.seed, f"round{number}"), self.progress)
+                                           derive_seed(self.config.seed, f"round{number}"), self.progress,
+                                           teacher=self.dense.model, final=final)
         self.rounds.append(record)
         return record
 
     def schedule(self, start_ms: float, final_ms: float) -> None:
         """`config.imp.rounds` rounds whose targets step geometrically from `start_ms` down to `final_ms`."""
-        for target_ms in geometric_targets(start_ms, final_ms, self.config.imp.rounds):
-            self.round(target_ms)
+        targets = geometric_targets(start_ms, final_ms, self.config.imp.rounds)
+        for number, target_ms in enumerate(targets, 1):
+            self.round(target_ms, final=number == len(targets))
 
 
 def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress = NullProgress(),

@@ -36,35 +36,49 @@ def _lr_at(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: int, seed: int,
+def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float, seed: int,
           progress: Progress = NullProgress(), description: str = "training",
-          snapshot_at: int | None = None, on_snapshot: Callable[[nn.Module], None] | None = None) -> TrainResult:
+          snapshot_at: int | None = None, on_snapshot: Callable[[nn.Module], None] | None = None,
+          teacher: nn.Module | None = None) -> TrainResult:
     """SGD (Nesterov) with warm-up + cosine schedule; calls `on_snapshot(copy)` with a copy of the model
-    after iteration `snapshot_at` (the rewind point θ_k).
+    after iteration `snapshot_at` (the rewind point θ_k). Fractional `epochs` end part-way through a pass.
+
+    With a `teacher` and `config.distill` > 0 the loss blends cross-entropy with the KL divergence to the
+    teacher's softened outputs (Hinton et al. 2015): a pruned network retrained briefly recovers more of the
+    dense network's accuracy from its soft targets than from the labels alone.
 
     Training runs in channels-last layout (1.25-1.45x faster for these small convolutions on x86, same
     float32 arithmetic) and the model is handed back in the default layout.
     """
     torch.manual_seed(seed)
     data = loader(dataset, config.batch_size, shuffle=True, seed=seed)
-    total = epochs * len(data)
+    total = max(1, round(epochs * len(data)))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=config.weight_decay)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    distill = config.distill if teacher is not None else 0.0
+    if distill:
+        teacher = copy.deepcopy(teacher).eval().to(memory_format=torch.channels_last)
     model.train()
     step, loss_value = 0, float("nan")
     if snapshot_at == 0 and on_snapshot:
         on_snapshot(copy.deepcopy(model))
     model.to(memory_format=torch.channels_last)
     with stage(progress, description, total) as bar:
-        for _ in range(epochs):
+        while step < total:
             for inputs, labels in data:
+                if step == total:
+                    break
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total, config)
                 optimizer.zero_grad(set_to_none=True)
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                    loss = criterion(model(inputs), labels)
+                    logits = model(inputs)
+                    loss = criterion(logits, labels)
+                    if distill:
+                        loss = (1.0 - distill) * loss + distill * _distillation(logits, teacher, inputs,
+                                                                                config.distill_temperature)
                 loss.backward()
                 optimizer.step()
                 step += 1
@@ -74,6 +88,15 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: int, 
                     on_snapshot(_default_layout(copy.deepcopy(model)))
     _default_layout(model).eval()
     return TrainResult(step, loss_value)
+
+
+def _distillation(logits: torch.Tensor, teacher: nn.Module, inputs: torch.Tensor, temperature: float
+                  ) -> torch.Tensor:
+    """T²·KL(teacher ‖ student) on temperature-softened outputs (the T² keeps gradient scale independent of T)."""
+    with torch.no_grad():
+        target = torch.log_softmax(teacher(inputs).float() / temperature, dim=1)
+    student = torch.log_softmax(logits.float() / temperature, dim=1)
+    return nn.functional.kl_div(student, target, reduction="batchmean", log_target=True) * temperature ** 2
 
 
 def _default_layout(model: nn.Module) -> nn.Module:

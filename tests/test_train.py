@@ -21,3 +21,27 @@ def test_trained_model_exports_the_graph_of_the_untrained_one(cnn, precision):
     for model in (cnn, snapshots[0]):
         assert all(p.stride() == torch.empty(p.shape).stride() for p in model.parameters())
         assert [n.op_type for n in export.export(model, example).graph.node] == before
+
+
+def test_distillation_pulls_the_student_towards_the_teacher_not_the_labels():
+    """With distill = 1 the labels carry no weight: a student trained on random labels learns the teacher's
+    (different) decisions; with distill = 0 it fits the labels instead."""
+    from hwprune.models.example_cnn import build
+    torch.manual_seed(0)
+    inputs = torch.rand(256, 1, 28, 28)
+    teacher = build().eval()
+    with torch.no_grad():
+        teacher.classifier.weight.mul_(50.0)  # confident decisions (an untrained net's outputs are near-flat)
+        teacher_says = teacher(inputs).argmax(1)
+    labels = (teacher_says + 1 + torch.randint(0, 9, (256,))) % 10  # never the teacher's answer
+    data = torch.utils.data.TensorDataset(inputs, labels)
+    agreement = {}
+    for distill in (0.0, 1.0):
+        torch.manual_seed(1)
+        student = build()
+        train(student, data, TrainConfig(batch_size=32, lr=0.02, distill=distill, distill_temperature=1.0),
+              6, 0, teacher=teacher)
+        with torch.no_grad():
+            agreement[distill] = float((student.eval()(inputs).argmax(1) == teacher_says).float().mean())
+    assert agreement[1.0] > 0.6
+    assert agreement[0.0] < 0.2

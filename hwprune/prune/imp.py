@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from hwprune.config import ProjectConfig
 from hwprune.progress import NullProgress, Progress
@@ -35,6 +35,7 @@ class RoundRecord:
     val_accuracy: float
     widths: dict[str, int]
     uniform_rate: float
+    retrain_epochs: float
     trials: int
     feasible_trials: int
     seconds: float
@@ -76,7 +77,9 @@ def starting_point(mode: str, ticket: Ticket, masks: Masks, theta_k: nn.Module, 
 def imp_round(number: int, target_ms: float, ticket: Ticket, theta_k: nn.Module, example: torch.Tensor,
               predict: Callable[[dict[str, int]], float], channel_multiple: int,
               data: tuple[Dataset, Dataset, Dataset], config: ProjectConfig, seed: int,
-              progress: Progress = NullProgress()) -> tuple[Ticket, RoundRecord, tuple[TrialRecord, ...]]:
+              progress: Progress = NullProgress(), teacher: nn.Module | None = None, final: bool = True
+              ) -> tuple[Ticket, RoundRecord, tuple[TrialRecord, ...]]:
+    """One round: search widths for `target_ms`, keep, rewind, retrain (shorter unless `final`)."""
     start = time.perf_counter()
     train_set, val_set, _ = data
     ignore = config.model.ignore
@@ -84,20 +87,28 @@ def imp_round(number: int, target_ms: float, ticket: Ticket, theta_k: nn.Module,
     space = SearchSpace(dict(ticket.masks.dense_widths), ticket.masks.widths(), config.search.max_prune_rate,
                         channel_multiple)
 
+    steps = config.search.proxy_steps
+    tune_set = Subset(train_set, torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
+                      [: steps * config.train.batch_size].tolist()) if steps else None
+
     def evaluate(widths: dict[str, int]) -> float:
         candidate = masks_for_widths(ticket, widths, example, ignore)
         masked = graph.slim(ticket.model, example, ticket.masks, candidate, ignore)
         recalibrate_bn(masked, bn_batches)
+        if tune_set is not None:
+            train(masked, tune_set, config.train, 1, seed, teacher=teacher)
         return accuracy(masked, val_set, limit=config.search.val_samples)
 
     outcome = search(space, predict, evaluate, target_ms, config.search.trials, seed, config.search.sampler,
                      progress, f"round {number}: search ≤ {target_ms:.3f} ms")
     masks = masks_for_widths(ticket, outcome.widths, example, ignore)
     model = starting_point(config.imp.rewind, ticket, masks, theta_k, example, ignore)
-    train(model, train_set, config.train, config.train.retrain_epochs, seed, progress,
-          f"round {number}: retrain from {'θ_k' if config.imp.rewind == 'weights' else 'trained weights'}")
+    epochs = config.train.retrain_epochs * (1.0 if final else config.imp.intermediate_share)
+    train(model, train_set, config.train, epochs, seed, progress,
+          f"round {number}: retrain from {'θ_k' if config.imp.rewind == 'weights' else 'trained weights'}",
+          teacher=teacher)
     record = RoundRecord(
         number, target_ms, outcome.predicted_ms, outcome.proxy_accuracy,
-        accuracy(model, val_set), masks.widths(), outcome.uniform_rate, len(outcome.trials),
+        accuracy(model, val_set), masks.widths(), outcome.uniform_rate, epochs, len(outcome.trials),
         sum(t.feasible for t in outcome.trials), time.perf_counter() - start)
     return Ticket(masks, model), record, outcome.trials
