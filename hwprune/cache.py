@@ -27,7 +27,7 @@ from hwprune import atomic
 from hwprune.config import ProjectConfig
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2  # 2: augmentation from the seeded global RNG
 
 
 def default_dir() -> Path:
@@ -51,11 +51,13 @@ def _tensor_digest(h: "hashlib._Hash", value: Any) -> None:
 def data_fingerprint(data: tuple[Dataset, ...], samples: int = 256) -> str:
     """Split sizes and an evenly strided sample of items: a changed dataset changes the key."""
     h = hashlib.sha256()
-    for split in data:
-        n = len(split)
-        h.update(str(n).encode())
-        for i in range(0, n, max(1, n // samples)):
-            _tensor_digest(h, split[i])
+    with torch.random.fork_rng():  # augmenting datasets draw from the global RNG: same draws every time
+        torch.manual_seed(0)
+        for split in data:
+            n = len(split)
+            h.update(str(n).encode())
+            for i in range(0, n, max(1, n // samples)):
+                _tensor_digest(h, split[i])
     return h.hexdigest()
 
 
@@ -69,7 +71,8 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def dense_key(config: ProjectConfig, model: nn.Module, data: tuple[Dataset, ...]) -> str:
-    recipe = {k: v for k, v in dataclasses.asdict(config.train).items() if k != "threads"}
+    recipe = {k: v for k, v in dataclasses.asdict(config.train).items()
+              if k not in ("threads", "retrain_epochs", "distill", "distill_temperature")}  # not dense training
     material = {"format": FORMAT, "model": model_fingerprint(model), "data": data_fingerprint(data),
                 "train": recipe, "rewind_fraction": config.imp.rewind_fraction, "seed": config.seed,
                 "torch": torch.__version__}

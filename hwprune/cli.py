@@ -42,7 +42,12 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize", action="store_true",
                    help="also write model.optimized.onnx, ONNX Runtime's offline-optimised model (the target's "
                         "optimisation level where this host is the device, else the portable 'basic' level)")
-    p.add_argument("--force", action="store_true", help="replace results already in the output folder")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage for the searches, shared by every worker given the same URL and settings: "
+                        "journal:PATH (a file on a shared file system), sqlite:///PATH, postgresql://USER@HOST/DB "
+                        "(default: a journal file in OUT/.hwprune)")
+    p.add_argument("--force", action="store_true", help="replace results already in the output folder (and discard "
+                                                        "an unfinished run's saved state)")
     p.add_argument("--data-dir", help="dataset folder for the data factory (built-in: Fashion-MNIST IDX files)")
     _add_lookup_args(p)
     p.add_argument("--seed", type=int, help="override the config's seed")
@@ -282,21 +287,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = pipeline.RunOptions(out_dir=Path("out"), profiles_dir=args.profiles_dir or Path("profiles"),
                                   force=args.force, data_dir=args.data_dir, data_limit=args.limit,
                                   cache_dir=None if args.no_cache else args.cache_dir or cache.default_dir(),
-                                  optimize=args.optimize)
+                                  optimize=args.optimize, storage=args.storage)
     reports, failures, missed = [], [], []
     start = time.perf_counter()
     with _progress(err, args.quiet) as progress:
         for outcome in pipeline.run_targets(config, targets, options, out_dirs, progress):
+            if outcome.finished_before:
+                data = json.loads((outcome.out_dir / "report.json").read_text())
+                reports.append(data)
+                err.print(f"{outcome.target.name}: finished by an earlier run of this command; its results in "
+                          f"{outcome.out_dir} are kept", markup=False)
+                if not data["budget_met"]:
+                    missed.append(outcome.target.name)
+                continue
             if outcome.error is not None:
                 failures.append(outcome.error)
                 if several:
                     err.print(f"error: {outcome.target.name}: {outcome.error.message}", markup=False)
                 continue
             data = report.write(outcome.result, outcome.out_dir)
+            outcome.state.finish()
             reports.append(data)
             _print_summary(data, outcome.out_dir, Console(stderr=True) if args.json else Console())
             if not outcome.result.budget_met:
-                missed.append(outcome.result)
+                missed.append(outcome.target.name)
     if several:
         err.print(f"{len(reports)} of {len(targets)} targets done in {time.perf_counter() - start:.0f} s "
                   f"(one dense training for all)", markup=False)
@@ -307,10 +321,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             err.print(f"{len(failures)} of {len(targets)} targets failed", markup=False)
         raise failures[0]
     if missed:
-        r = missed[0]
+        r = next(d for d in reports if d["target"] == missed[0])
         raise BudgetNotMetError(
-            f"{r.target.name}: pruned latency {r.pruned.latency_ms:.4f} ms ({r.pruned.latency_source}) exceeds the "
-            f"budget {r.budget_ms:.4f} ms" + (f" ({len(missed)} targets missed)" if len(missed) > 1 else ""),
+            f"{missed[0]}: pruned latency {r['pruned']['latency_ms']:.4f} ms ({r['pruned']['latency_source']}) "
+            f"exceeds the budget {r['budget_ms']:.4f} ms" + (f" ({len(missed)} targets missed)" if len(missed) > 1
+                                                              else ""),
             hint="raise [imp] extra_rounds or [search] trials, or relax the budget")
     return 0
 
@@ -378,8 +393,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; files already written are complete, nothing half-written was kept",
-              file=sys.stderr)
+        if command is cmd_run:
+            print("error: interrupted; every finished stage is saved (OUT/.hwprune), nothing half-written was kept",
+                  file=sys.stderr)
+            print("hint: run the same command again to continue where it stopped", file=sys.stderr)
+        else:
+            print("error: interrupted; files already written are complete, nothing half-written was kept",
+                  file=sys.stderr)
         return EXIT_CODES["interrupted"]
 
 

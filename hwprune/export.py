@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 
 import onnx
@@ -26,8 +27,12 @@ def export(model: nn.Module, example: torch.Tensor) -> onnx.ModelProto:
             program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, verbose=False,
                                         input_names=["input"], output_names=["logits"])
         proto = program.model_proto
-    except Exception as exc:  # the exporter raises many types
-        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+    except Exception as exc:  # the exporter raises many types, wrapping the cause
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip()
+        raise ExportError(f"ONNX export failed: {type(root).__name__}: {text.splitlines()[0] if text else ''}",
                           hint="the model must be traceable by torch.export with a fixed input shape") from None
     check(proto)
     return proto

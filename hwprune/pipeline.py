@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import os
 import platform
 import socket
 import time
@@ -29,6 +30,8 @@ from hwprune.prune import graph
 from hwprune.prune.imp import RoundRecord, Ticket, imp_round
 from hwprune.prune.masks import Masks, geometric_targets
 from hwprune.runtime import KERNEL_PROTOCOL, WHOLE_MODEL_PROTOCOL, RuntimeSettings
+from hwprune.search import StudyPlace, open_storage
+from hwprune.state import STATE_DIR, RunState, settings_fingerprint
 from hwprune.targets import Target
 from hwprune.train import accuracy, train
 
@@ -45,6 +48,7 @@ class RunOptions:
     data_limit: int | None = None  # cap on every split (tests, quick looks)
     cache_dir: Path | None = None  # where trained dense networks are kept (None: no cache)
     optimize: bool = False  # also write ONNX Runtime's offline-optimised model (model.optimized.onnx)
+    storage: str | None = None  # Optuna storage URL for the searches (None: a journal file in the run state)
 
 
 @dataclass(frozen=True)
@@ -92,10 +96,11 @@ def derive_seed(seed: int, stage_name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{stage_name}".encode()).digest()[:4], "little")
 
 
-def prepare_out_dir(out_dir: Path, force: bool) -> None:
-    """Refuse to overwrite earlier results without --force; fail early if the folder is not writable."""
+def prepare_out_dir(out_dir: Path, force: bool, resuming: bool = False) -> None:
+    """Refuse to overwrite earlier results without --force (files an unfinished run of the same settings
+    wrote are its own, not earlier results); fail early if the folder is not writable."""
     existing = [name for name in ARTIFACTS if (out_dir / name).exists()]
-    if existing and not force:
+    if existing and not force and not resuming:
         raise OutputError(f"{out_dir} already holds results ({', '.join(existing)})",
                           hint="pass --force to replace them, or choose another --out")
     try:
@@ -151,9 +156,11 @@ class Dense:
         return dataclasses.replace(self, example=torch.zeros((batch, *self.example.shape[1:])))
 
 
-def train_dense(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress) -> Dense:
+def train_dense(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress,
+                state: RunState | None = None) -> Dense:
     """Build model and data from their factories and train densely, keeping the weights at the rewind point;
-    or load that result from the dense cache when model, data, recipe and seed are unchanged."""
+    or load that result from the dense cache (or the run's state) when model, data, recipe and seed are
+    unchanged. With a run state, training checkpoints every epoch there and resumes from it."""
     data = factories.build_data(config.data.factory, config.base_dir,
                                 options.data_dir or config.data.data_dir or None, config.seed)
     if options.data_limit:
@@ -163,28 +170,34 @@ def train_dense(config: ProjectConfig, target: Target, options: RunOptions, prog
     example = torch.zeros((target.batch, *config.model.input_shape[1:]))
     widths = {g.name: g.width for g in graph.channel_groups(model, example, config.model.ignore)}
     train_set, _, test_set = data
-    key = cache.dense_key(config, model, data) if options.cache_dir else None
-    entry = cache.load(options.cache_dir, key) if key and options.cache_dir else None
+    key = cache.dense_key(config, model, data)
+    stores = [d for d in (options.cache_dir, state.dir if state else None) if d is not None]
+    entry, where = next(((e, d) for d in stores if (e := cache.load(d, key)) is not None), (None, None))
     if entry is not None:
         theta_k = copy.deepcopy(model)
         model.load_state_dict(entry.model_state)
         theta_k.load_state_dict(entry.theta_k_state)
-        progress.note(f"dense model from the cache ({options.cache_dir / f'dense-{key}.pt'}; trained in "
-                      f"{entry.training_seconds:.0f} s, test accuracy {entry.accuracy:.4f})")
+        progress.note(f"dense model from {where / f'dense-{key}.pt'} (trained in {entry.training_seconds:.0f} s, "
+                      f"test accuracy {entry.accuracy:.4f})")
         return Dense(model.eval(), theta_k.eval(), example, data, widths, entry.accuracy, entry.rewind_at,
                      entry.iterations, entry.training_seconds, True, key)
     start = time.perf_counter()
     iterations = config.train.epochs * -(-len(train_set) // config.train.batch_size)
     rewind_at = max(1, int(round(iterations * config.imp.rewind_fraction)))
     snapshots: list[nn.Module] = []
+    checkpoint = state.path(f"dense-{key}.training.pt") if state else None
     train(model, train_set, config.train, config.train.epochs, derive_seed(config.seed, "dense"), progress,
-          "dense training", snapshot_at=rewind_at, on_snapshot=snapshots.append)
+          "dense training", snapshot_at=rewind_at, on_snapshot=snapshots.append, resume_file=checkpoint,
+          fault_label="dense")
     dense = Dense(model, snapshots[0].eval(), example, data, widths, accuracy(model, test_set), rewind_at,
-                  iterations, time.perf_counter() - start, False, key)
-    if key and options.cache_dir:
-        cache.store(options.cache_dir, key, cache.DenseEntry(model.state_dict(), dense.theta_k.state_dict(),
-                                                             dense.accuracy, rewind_at, iterations,
-                                                             dense.training_seconds))
+                  iterations, time.perf_counter() - start, False, key if options.cache_dir else None)
+    entry = cache.DenseEntry(model.state_dict(), dense.theta_k.state_dict(), dense.accuracy, rewind_at, iterations,
+                             dense.training_seconds)
+    for store in stores[:1]:  # the cache when there is one (a resumed run finds it there), else the run state
+        cache.store(store, key, entry)
+    if state:
+        state.mark("dense")
+        checkpoint.unlink(missing_ok=True)
     return dense
 
 
@@ -223,18 +236,36 @@ class Imp:
     """
 
     def __init__(self, dense: Dense, predict: Callable[[dict[str, int]], float], multiple: int,
-                 config: ProjectConfig, progress: Progress = NullProgress()) -> None:
+                 config: ProjectConfig, progress: Progress = NullProgress(), state: RunState | None = None,
+                 studies: Callable[[int], StudyPlace] | None = None) -> None:
         self.dense, self.predict, self.multiple, self.config, self.progress = dense, predict, multiple, config, progress
+        self.state, self.studies = state, studies
         self.ticket = Ticket(Masks.full(dense.widths), copy.deepcopy(dense.model))
         self.rounds: list[RoundRecord] = []
 
     def round(self, target_ms: float, final: bool = True) -> RoundRecord:
-        """One more round; `final` = False for a scheduled round that a later one prunes further."""
+        """One more round (or its saved result, when an earlier, killed run finished it); `final` = False for
+        a scheduled round that a later one prunes further."""
         number = len(self.rounds) + 1
-        self.ticket, record, _ = imp_round(number, target_ms, self.ticket, self.dense.theta_k, self.dense.example,
-                                           self.predict, self.multiple, self.dense.data, self.config,
-                                           derive_seed(self.config.seed, f"round{number}"), self.progress,
-                                           teacher=self.dense.model, final=final)
+        saved = self.state.load(f"round-{number}.pt") if self.state else None
+        if saved is not None:
+            masks = Masks.from_kept(dict(self.dense.widths), saved["kept"])
+            model = graph.slim(self.dense.model, self.dense.example, Masks.full(self.dense.widths), masks,
+                               self.config.model.ignore)
+            model.load_state_dict(saved["model"])
+            self.ticket, record = Ticket(masks, model.eval()), RoundRecord(**saved["record"])
+            self.progress.note(f"round {number}: finished by an earlier run, loaded from {self.state.dir}")
+        else:
+            place = self.studies(number) if self.studies else None
+            self.ticket, record, _ = imp_round(number, target_ms, self.ticket, self.dense.theta_k,
+                                               self.dense.example, self.predict, self.multiple, self.dense.data,
+                                               self.config, derive_seed(self.config.seed, f"round{number}"),
+                                               self.progress, teacher=self.dense.model, final=final, place=place)
+            if self.state:
+                self.state.save(f"round-{number}.pt", {"kept": self.ticket.masks.to_json(),
+                                                        "model": self.ticket.model.state_dict(),
+                                                        "record": asdict(record)})
+                self.state.mark(f"round{number}")
         self.rounds.append(record)
         return record
 
@@ -245,17 +276,45 @@ class Imp:
             self.round(target_ms, final=number == len(targets))
 
 
+def open_state(config: ProjectConfig, target: Target, options: RunOptions) -> RunState:
+    """The output folder checked and its run state opened (resumed when an unfinished run of the same
+    settings left one; refused when other settings did, or when finished results are there, unless --force)."""
+    fp = settings_fingerprint(config, target, options.data_dir, options.data_limit)
+    earlier = RunState(options.out_dir / STATE_DIR, fp).info() if (options.out_dir / STATE_DIR).is_dir() else None
+    unfinished = bool(earlier) and earlier.get("fingerprint") == fp and "finished" not in earlier.get("stages", [])
+    prepare_out_dir(options.out_dir, options.force, resuming=unfinished)
+    state, resuming = RunState.open(options.out_dir, fp, options.force)
+    if resuming:
+        log.warning("resuming the unfinished run in %s (finished: %s)", options.out_dir,
+                    ", ".join(state.stages()) or "nothing yet")
+    return state
+
+
+def study_places(options: RunOptions, state: RunState, target: Target) -> Callable[[int], StudyPlace]:
+    """Round number → where its Optuna study lives (named by the run's settings, so workers given the same
+    settings and storage share it and other runs never mix in)."""
+    storage, shared = open_storage(options.storage, state.journal())
+    worker = f"{socket.gethostname()}-{os.getpid()}"
+    return lambda number: StudyPlace(storage, f"hwprune-{state.fingerprint}-{target.name}-round{number}",
+                                     f"round{number}", shared, worker)
+
+
 def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress = NullProgress(),
-        dense: Dense | None = None, dense_seconds: float = 0.0) -> RunResult:
+        dense: Dense | None = None, dense_seconds: float = 0.0, state: RunState | None = None,
+        studies: Callable[[int], StudyPlace] | None = None) -> RunResult:
     """The whole job for one target; `dense` reuses a dense stage already trained (`dense_seconds` ago, counted
-    in this target's timings). Raises HwpruneError subclasses for anything the user can fix."""
+    in this target's timings); `state` is the run state `open_state` opened (opened here when None). Every
+    finished stage is saved in it, so the same call after a kill continues where it stopped. Raises
+    HwpruneError subclasses for anything the user can fix."""
     timings: dict[str, float] = {}
     clock = time.perf_counter() - dense_seconds
-    prepare_out_dir(options.out_dir, options.force)
+    state = state or open_state(config, target, options)
     torch.set_num_threads(config.train.threads)
     settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
+    studies = studies or study_places(options, state, target)
 
-    dense = train_dense(config, target, options, progress) if dense is None else dense.for_batch(target.batch)
+    dense = (train_dense(config, target, options, progress, state) if dense is None
+             else dense.for_batch(target.batch))
     example = dense.example
     timings["dense_training_s"] = time.perf_counter() - clock
 
@@ -273,7 +332,7 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
     # the budget less the safety margin.
     t0 = time.perf_counter()
     margin = 1.0 - config.imp.safety_margin
-    imp = Imp(dense, oracle, multiple, config, progress)
+    imp = Imp(dense, oracle, multiple, config, progress, state, studies)
     imp.schedule(dense_predicted, budget_ms * margin * dense_predicted / dense_planning_ms)
 
     # Export and validate; tighten while the measured latency misses the budget. Dense and pruned are
@@ -371,6 +430,8 @@ class TargetOutcome:
     out_dir: Path
     result: RunResult | None
     error: HwpruneError | None  # what stopped this target (the others still run)
+    state: RunState | None = None  # `finish()` it once the report is written
+    finished_before: bool = False  # an earlier run of this command finished this target (report.json there)
 
 
 def run_targets(config: ProjectConfig, targets: list[Target], options: RunOptions, out_dirs: dict[str, Path],
@@ -381,24 +442,63 @@ def run_targets(config: ProjectConfig, targets: list[Target], options: RunOption
     profile, export) is reported for that target and the others go on; model, data and config errors
     concern all targets and stop the run.
     """
-    for target in targets:
-        prepare_out_dir(out_dirs[target.name], options.force)
+    done = {t.name for t in targets if finished_here(config, t, dataclasses.replace(options, out_dir=out_dirs[t.name]))}
+    if done and len(done) < len(targets) and not options.force:  # resuming a run that finished some targets
+        targets_to_run = [t for t in targets if t.name not in done]
+    else:
+        targets_to_run = targets
+    states = {t.name: open_state(config, t, dataclasses.replace(options, out_dir=out_dirs[t.name]))
+              for t in targets_to_run}
+    studies = {t.name: study_places(options, states[t.name], t) for t in targets_to_run}  # bad --storage: now
+    unusable = {t.name: problem for t in targets_to_run if (problem := profile_problem(t, options))}
     dense: Dense | None = None
     for target in targets:
         target_options = dataclasses.replace(options, out_dir=out_dirs[target.name])
+        if target not in targets_to_run:
+            progress.note(f"{target.name}: finished by an earlier run of this command ({target_options.out_dir})")
+            yield TargetOutcome(target, target_options.out_dir, None, None, finished_before=True)
+            continue
+        if target.name in unusable:  # found before training anything
+            yield TargetOutcome(target, target_options.out_dir, None, unusable[target.name], states[target.name])
+            continue
         try:
             dense_seconds = 0.0  # counted in the timings of the target that trained (or loaded) it
             if dense is None:
                 torch.set_num_threads(config.train.threads)
                 start = time.perf_counter()
-                dense = train_dense(config, target, target_options, progress)
+                dense = train_dense(config, target, target_options, progress, states[targets_to_run[0].name])
                 dense_seconds = time.perf_counter() - start
-            result = run(config, target, target_options, progress, dense, dense_seconds)
-            yield TargetOutcome(target, target_options.out_dir, result, None)
+            result = run(config, target, target_options, progress, dense, dense_seconds, states[target.name],
+                         studies[target.name])
+            yield TargetOutcome(target, target_options.out_dir, result, None, states[target.name])
         except (ConfigError, DataError, ModelError, PruningError):
             raise
         except HwpruneError as exc:
             yield TargetOutcome(target, target_options.out_dir, None, exc)
+
+
+def profile_problem(target: Target, options: RunOptions) -> ProfileError | None:
+    """A target's profile that cannot be used (bad schema, measured where ONNX Runtime builds other graphs,
+    other runtime settings, a device this host cannot measure), found before the dense training."""
+    settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
+    logger = logging.getLogger(profiles.__name__)
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its warnings come when the run opens the profile for real
+    try:
+        profiles.open_profile(target.profile, settings, options.profiles_dir, target.arch)
+    except ProfileError as exc:
+        return exc
+    finally:
+        logger.setLevel(level)
+    return None
+
+
+def finished_here(config: ProjectConfig, target: Target, options: RunOptions) -> bool:
+    """Whether the output folder holds this exact run, finished (report written)."""
+    fp = settings_fingerprint(config, target, options.data_dir, options.data_limit)
+    info = RunState(options.out_dir / STATE_DIR, fp).info() if (options.out_dir / STATE_DIR).is_dir() else None
+    return bool(info) and info.get("fingerprint") == fp and "finished" in info.get("stages", []) and (
+        options.out_dir / "report.json").exists()
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,21 @@ runtime's channel multiple. The first trial shares equally: the uniform baseline
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import logging
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
 
-from hwprune.errors import SearchError
+from hwprune import faults
+from hwprune.errors import ConfigError, SearchError
 from hwprune.progress import NullProgress, Progress, stage
 from hwprune.prune.masks import keep_count
 
@@ -92,44 +100,146 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
 
 
+@dataclass(frozen=True)
+class StudyPlace:
+    """Where a round's Optuna study lives. `shared`: other workers may be running trials in it, so a running
+    trial is only presumed dead after `stale_s` (or 10x the slowest finished trial) without finishing; a
+    local study's running trials are dead at once (leftovers of a killed run). `worker` salts the sampler
+    seeds so cooperating workers propose different trials."""
+
+    storage: optuna.storages.BaseStorage
+    name: str
+    label: str = "search"  # short name in messages and fault points, e.g. "round1"
+    shared: bool = False
+    worker: str = ""
+    stale_s: float = 600.0
+    poll_s: float = 0.5
+
+
+def open_storage(url: str | None, journal: Path) -> tuple[optuna.storages.BaseStorage, bool]:
+    """(storage, shared) for `--storage URL`: None → a journal file in the run's state folder; "journal:PATH"
+    (or a path ending in .journal) → Optuna's journal file, shareable by processes on one file system;
+    sqlite:///PATH, postgresql://…, mysql://… → Optuna's RDB storage (heartbeats fail dead workers' trials)."""
+    if url is None:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(journal))), False
+    try:
+        if url.startswith("journal:") or url.endswith(".journal"):
+            path = Path(url.removeprefix("journal:"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path))), True
+        if "://" in url:
+            return _rdb_storage(url), True
+    except (OSError, ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
+        raise ConfigError(f"cannot open the Optuna storage {url!r}: {str(exc).splitlines()[0]}",
+                          hint="check the URL, that the database is reachable and its driver installed") from None
+    except Exception as exc:  # SQLAlchemy's errors (bad dialect, refused connection) have no common base here
+        raise ConfigError(f"cannot open the Optuna storage {url!r}: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}",
+                          hint="check the URL, that the database is reachable and its driver installed") from None
+    raise ConfigError(f"unsupported --storage {url!r}",
+                      hint="use journal:PATH, sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB")
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats. Workers started together race to create the schema of a new
+    database (one gets a unique-constraint error): the loser tries again once the winner has created it."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        except Exception as exc:
+            if "IntegrityError" not in type(exc).__name__ or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _slot_seed(seed: int, slot: int, worker: str) -> int:
+    digest = hashlib.sha256(f"{seed}:trial{slot}:{worker}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
            evaluate: Callable[[dict[str, int]], float], target_ms: float, trials: int, seed: int,
-           sampler: str = "tpe", progress: Progress = NullProgress(), description: str = "search"
-           ) -> SearchOutcome:
-    """Find the per-group widths with the best proxy accuracy whose predicted latency ≤ `target_ms`."""
+           sampler: str = "tpe", progress: Progress = NullProgress(), description: str = "search",
+           place: StudyPlace | None = None) -> SearchOutcome:
+    """Find the per-group widths with the best proxy accuracy whose predicted latency ≤ `target_ms`.
+
+    Trials live in the study at `place` (in memory when None): finished trials survive a killed run and are
+    not run again, and several workers on one storage share the `trials` between them. The sampler is
+    re-seeded per trial from the number of trials finished before it, so a resumed search proposes what
+    the uninterrupted one would have.
+    """
     floor_ms = predict(space.widths_for(dict.fromkeys(space.dense_widths, space.max_prune_rate)))
     if floor_ms > target_ms:
         raise SearchError(
             f"latency target {target_ms:.4f} ms is infeasible: the smallest network the search may build "
             f"(every group pruned by {space.max_prune_rate:.0%}) is predicted at {floor_ms:.4f} ms",
             hint="raise the budget, or raise [search] max_prune_rate (limit) / lower the target's channel_multiple")
+    place = place or StudyPlace(optuna.storages.InMemoryStorage(), "search")
     groups = list(space.dense_widths)
     uniform, _ = on_target(space, predict, target_ms, dict.fromkeys(groups, 1.0))
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed))
-    study.enqueue_trial(dict.fromkeys(groups, 1.0))
+    study = optuna.create_study(storage=place.storage, study_name=place.name, direction="maximize",
+                                load_if_exists=True, sampler=make_sampler(sampler, seed))
+    study_id = place.storage.get_study_id_from_name(place.name)
     cache: dict[tuple[int, ...], float] = {}
-    records: list[TrialRecord] = []
+
+    def finished() -> list[optuna.trial.FrozenTrial]:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return sorted(done, key=lambda t: t.number)[:trials]
 
     def objective(trial: optuna.Trial) -> float:
+        live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if sum(t.number < trial.number for t in live) >= trials:
+            raise optuna.TrialPruned("surplus: another worker took the last trial")
         shares = {g: trial.suggest_float(g, MIN_SHARE, 1.0) for g in groups}
         _, widths = on_target(space, predict, target_ms, shares)
-        predicted = predict(widths)
         trial.set_user_attr("widths", widths)
-        trial.set_user_attr("predicted_ms", predicted)
+        trial.set_user_attr("predicted_ms", predict(widths))
+        trial.set_user_attr("worker", place.worker)
         key = tuple(widths.values())
         if key not in cache:
-            cache[key] = evaluate(widths)
-        records.append(TrialRecord(trial.number, widths, predicted, predicted <= target_ms, cache[key]))
+            known = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if tuple(t.user_attrs.get("widths", {}).values()) == key]
+            cache[key] = known[0] if known else evaluate(widths)
+        faults.reached(f"trial:{place.label}:{trial.number}")
         return cache[key]
 
-    with stage(progress, description, trials) as bar:
-        def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            best = max((r.proxy_accuracy for r in records if r.feasible), default=None)
-            bar.advance(1, f"best proxy acc {best:.3f}" if best is not None else "no feasible trial yet")
+    def fail_stale() -> None:
+        now = datetime.datetime.now()
+        longest = max((t.duration.total_seconds() for t in finished() if t.duration), default=0.0)
+        patience = max(place.stale_s, 10 * longest)  # a slow trial is not a dead worker
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not place.shared or (t.datetime_start and (now - t.datetime_start).total_seconds() > patience):
+                log.warning("trial %d of the %s search never finished (its worker stopped); running it again",
+                            t.number, place.label)
+                trial_id = place.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                place.storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
-        study.optimize(objective, n_trials=trials, callbacks=[advance], catch=())
+    with stage(progress, description, trials) as bar:
+        if finished():
+            bar.advance(len(finished()), "resumed")
+        fail_stale()
+        uniform_shares = dict.fromkeys(groups, 1.0)
+        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        if not any(t.params == uniform_shares for t in study.get_trials(deepcopy=False, states=live)):
+            study.enqueue_trial(uniform_shares)  # the uniform rate first (again, if its trial was killed)
+        while (done := len(finished())) < trials:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if done + len(running) >= trials:  # other workers are finishing the last trials
+                time.sleep(place.poll_s)
+                fail_stale()
+                continue
+            study.sampler = make_sampler(sampler, _slot_seed(seed, done, place.worker if place.shared else ""))
+            study.optimize(objective, n_trials=1, catch=())
+            best = max((t.value for t in finished()), default=None)
+            bar.advance(len(finished()) - done, f"best proxy acc {best:.3f}" if best is not None else "")
+    records = [TrialRecord(t.number, dict(t.user_attrs["widths"]), float(t.user_attrs["predicted_ms"]),
+                           float(t.user_attrs["predicted_ms"]) <= target_ms, float(t.value)) for t in finished()]
     feasible = [r for r in records if r.feasible]
     if not feasible:  # unreachable: every trial is placed on the target, whose floor was checked above
         raise SearchError(f"no trial met the latency target {target_ms:.4f} ms", hint="raise [search] trials")
-    best = max(feasible, key=lambda r: (r.proxy_accuracy, r.predicted_ms))  # ties: the larger network
+    best = max(feasible, key=lambda r: (r.proxy_accuracy, r.predicted_ms, -r.number))  # ties: the larger network
     return SearchOutcome(best.widths, best.predicted_ms, float(best.proxy_accuracy), tuple(records), uniform)

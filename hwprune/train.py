@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from hwprune import atomic, faults
 from hwprune.config import TrainConfig
+from hwprune.errors import OutputError
 from hwprune.progress import NullProgress, Progress, stage
 
 
@@ -39,13 +43,18 @@ def _lr_at(step: int, total: int, config: TrainConfig) -> float:
 def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float, seed: int,
           progress: Progress = NullProgress(), description: str = "training",
           snapshot_at: int | None = None, on_snapshot: Callable[[nn.Module], None] | None = None,
-          teacher: nn.Module | None = None) -> TrainResult:
+          teacher: nn.Module | None = None, resume_file: Path | None = None, fault_label: str = ""
+          ) -> TrainResult:
     """SGD (Nesterov) with warm-up + cosine schedule; calls `on_snapshot(copy)` with a copy of the model
     after iteration `snapshot_at` (the rewind point θ_k). Fractional `epochs` end part-way through a pass.
 
     With a `teacher` and `config.distill` > 0 the loss blends cross-entropy with the KL divergence to the
     teacher's softened outputs (Hinton et al. 2015): a pruned network retrained briefly recovers more of the
     dense network's accuracy from its soft targets than from the labels alone.
+
+    With a `resume_file`, the whole training state (weights, optimiser, step, data order, RNG, θ_k if
+    taken) is saved atomically after every full pass over the data and picked up from there when the file
+    exists, so a killed training loses at most one epoch and ends bit-identical to an uninterrupted one.
 
     Training runs in channels-last layout (1.25-1.45x faster for these small convolutions on x86, same
     float32 arithmetic) and the model is handed back in the default layout.
@@ -64,7 +73,11 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float
     if snapshot_at == 0 and on_snapshot:
         on_snapshot(copy.deepcopy(model))
     model.to(memory_format=torch.channels_last)
+    snapshot_state: dict[str, torch.Tensor] | None = None  # θ_k, once taken (saved with each checkpoint)
+    if resume_file is not None and resume_file.exists():
+        step, snapshot_state = _restore(resume_file, model, optimizer, data, snapshot_at, on_snapshot)
     with stage(progress, description, total) as bar:
+        bar.advance(step, "resumed" if step else "")
         while step < total:
             for inputs, labels in data:
                 if step == total:
@@ -85,9 +98,45 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float
                 loss_value = float(loss.detach())
                 bar.advance(1, f"loss {loss_value:.3f}")
                 if snapshot_at is not None and step == snapshot_at and on_snapshot:
-                    on_snapshot(_default_layout(copy.deepcopy(model)))
+                    snapshot = _default_layout(copy.deepcopy(model))
+                    snapshot_state = snapshot.state_dict()
+                    on_snapshot(snapshot)
+                if fault_label:
+                    faults.reached(f"{fault_label}:step:{step}")
+            else:
+                if resume_file is not None and step < total:
+                    _save(resume_file, step, model, optimizer, data, snapshot_state)
     _default_layout(model).eval()
     return TrainResult(step, loss_value)
+
+
+def _save(path: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, data: DataLoader,
+          snapshot_state: dict[str, torch.Tensor] | None) -> None:
+    buffer = io.BytesIO()
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "data_order": data.generator.get_state(), "rng": torch.get_rng_state(),
+                "snapshot": snapshot_state}, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, data: DataLoader,
+             snapshot_at: int | None, on_snapshot: Callable[[nn.Module], None] | None
+             ) -> tuple[int, dict[str, torch.Tensor] | None]:
+    """Load a `_save` checkpoint into model, optimiser and data order; hand θ_k on again if it was taken."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise OutputError(f"unreadable training checkpoint {path} ({type(exc).__name__})",
+                          hint="delete it to train this stage from its start, or pass --force to start over") from None
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    data.generator.set_state(saved["data_order"])
+    torch.set_rng_state(saved["rng"])
+    if saved["snapshot"] is not None and on_snapshot and snapshot_at:
+        snapshot = _default_layout(copy.deepcopy(model))
+        snapshot.load_state_dict(saved["snapshot"])
+        on_snapshot(snapshot)
+    return int(saved["step"]), saved["snapshot"]
 
 
 def _distillation(logits: torch.Tensor, teacher: nn.Module, inputs: torch.Tensor, temperature: float
@@ -147,6 +196,7 @@ def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
 
 def sample_batches(dataset: Dataset, count: int, batch_size: int, seed: int) -> list[torch.Tensor]:
     """A fixed list of input batches (the same for every trial, so trials compare fairly)."""
+    torch.manual_seed(seed)  # augmentation's draws
     batches = []
     for inputs, _ in loader(dataset, batch_size, shuffle=True, seed=seed):
         batches.append(inputs)

@@ -63,13 +63,16 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 class ImageDataset(Dataset):
-    """uint8 images (N, H, W) → float32 (1, H, W) in [0, 1]; optional flip+shift augmentation."""
+    """uint8 images (N, H, W) → float32 (1, H, W) in [0, 1]; optional flip+shift augmentation.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: bool = False, seed: int = 0) -> None:
+    Augmentation draws from torch's global RNG, which every training run seeds (and checkpoints): a stage's
+    result then depends on its own seed only, not on what earlier stages drew, so a resumed run matches.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: bool = False) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.labels = torch.from_numpy(labels.astype(np.int64))
         self.augment = augment
-        self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -77,7 +80,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = self.images[i].float().div_(255.0).unsqueeze(0)
         if self.augment:
-            flip, dy, dx = torch.randint(0, 5, (3,), generator=self.generator).tolist()
+            flip, dy, dx = torch.randint(0, 5, (3,)).tolist()
             if flip % 2:
                 x = x.flip(-1)
             x = torch.nn.functional.pad(x, (2, 2, 2, 2))[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
@@ -107,7 +110,7 @@ def build(data_dir: str | None = None, seed: int = 0, limit: int | None = None
     cap = (lambda idx: idx[:limit]) if limit else (lambda idx: idx)
     test_idx = np.arange(len(a["test_labels"]))
     return (
-        ImageDataset(a["train_images"][cap(train_idx)], a["train_labels"][cap(train_idx)], augment=True, seed=seed),
+        ImageDataset(a["train_images"][cap(train_idx)], a["train_labels"][cap(train_idx)], augment=True),
         ImageDataset(a["train_images"][cap(val_idx)], a["train_labels"][cap(val_idx)]),
         ImageDataset(a["test_images"][cap(test_idx)], a["test_labels"][cap(test_idx)]),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -47,14 +48,42 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
 
 def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        with warnings.catch_warnings():  # "unwrapped parameters": such groups are left alone, see _unprunable
+            warnings.simplefilter("ignore", UserWarning)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except Exception as exc:  # tracing failures come in many types
         raise PruningError(f"cannot trace the model's channel dependencies: {exc}",
                            hint="the model must run on a tensor of [model] input_shape") from None
 
 
+# Layers with parameters whose channel layout the engine knows; any other member of a group (a raw
+# nn.Parameter used in forward, a custom layer with parameters) would be pruned along a guessed dimension.
+_KNOWN_PARAMETRIC = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+                     nn.PReLU)
+
+
+def _unprunable(group: tp.dependency.Group, module_names: dict, param_names: dict) -> list[str]:
+    """The members of `group` the engine cannot slim safely, named for the user."""
+    found = []
+    for dep, _ in group:
+        m = dep.target.module
+        if isinstance(m, nn.Parameter):
+            found.append(f"'{param_names.get(m, '?')}' (a parameter used outside a known layer)")
+        elif (isinstance(m, nn.Module) and not isinstance(m, _KNOWN_PARAMETRIC)
+              and any(True for _ in m.parameters(recurse=False))):
+            found.append(f"'{module_names.get(m, '?')}' ({type(m).__name__})")
+    return list(dict.fromkeys(found))
+
+
 def _groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...]
             ) -> tuple[tp.DependencyGraph, dict[str, tp.dependency.Group]]:
+    dg, found, _ = _all_groups(model, example, ignore)
+    return dg, found
+
+
+def _all_groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...]
+                ) -> tuple[tp.DependencyGraph, dict[str, tp.dependency.Group], dict[str, list[str]]]:
+    """(graph, prunable groups by root layer name, groups left at full width → the members that forbid it)."""
     names = {m: n for n, m in model.named_modules()}
     modules = dict(model.named_modules())
     missing = [n for n in ignore if n not in modules]
@@ -63,26 +92,39 @@ def _groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...]
                            hint="use names from model.named_modules()")
     ignored = [modules[n] for n in (*output_layers(model, example), *ignore)]
     dg = _dependency_graph(model, example)
+    param_names = {p: n for n, p in model.named_parameters()}
     found: dict[str, tp.dependency.Group] = {}
+    skipped: dict[str, list[str]] = {}
     for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOT_TYPES):
         root = group[0].dep.target.module
         if root in names:
-            found[names[root]] = group
+            blockers = _unprunable(group, names, param_names)
+            if blockers:
+                skipped[names[root]] = blockers
+            else:
+                found[names[root]] = group
     order = {n: i for i, n in enumerate(names.values())}
-    return dg, dict(sorted(found.items(), key=lambda kv: order[kv[0]]))
+    return dg, dict(sorted(found.items(), key=lambda kv: order[kv[0]])), skipped
 
 
 def _width(group: tp.dependency.Group) -> int:
     return len(group[0].idxs)
 
 
-def channel_groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...] = ()) -> list[GroupInfo]:
-    """The prunable coupled channel groups of `model`, in module order."""
+def channel_groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...] = (), warn: bool = True
+                   ) -> list[GroupInfo]:
+    """The prunable coupled channel groups of `model`, in module order (`warn`: name the groups the engine
+    must leave at full width)."""
     names = {m: n for n, m in model.named_modules()}
-    _, groups = _groups(model, example, ignore)
+    _, groups, skipped = _all_groups(model, example, ignore)
+    for root, blockers in skipped.items() if warn else ():
+        log.warning("the pruning engine cannot prune %s: the channels of '%s' and the layers coupled to it stay at "
+                    "full width; the other groups are pruned", ", ".join(blockers), root)
     if not groups:
-        raise PruningError("the model has no prunable channel groups",
-                           hint="hwprune prunes Conv/Linear output channels; the output layer is never pruned")
+        raise PruningError("the model has no prunable channel groups" + (
+            f" (left at full width because of {', '.join(b for bs in skipped.values() for b in bs)})"
+            if skipped else ""), hint="hwprune prunes Conv/Linear output channels; the output layer is never "
+                                      "pruned; wrap custom per-channel parameters in a known layer")
     infos = []
     for name, group in groups.items():
         members = tuple(dict.fromkeys(names[d.target.module] for d, _ in group
@@ -172,7 +214,7 @@ def shape_rules(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...]
     dense_shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Conv1d)}
     dense_groups = {n: m.groups for n, m in convs.items()}
-    widths = {g.name: g.width for g in channel_groups(model, example, ignore)}
+    widths = {g.name: g.width for g in channel_groups(model, example, ignore, warn=False)}
     full = Masks.full(widths)
     terms: dict[tuple[str, int], list[tuple[str, int]]] = {}
     group_terms: dict[str, list[tuple[str, int]]] = {}

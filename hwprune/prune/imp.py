@@ -22,7 +22,7 @@ from hwprune.config import ProjectConfig
 from hwprune.progress import NullProgress, Progress
 from hwprune.prune import graph
 from hwprune.prune.masks import Masks
-from hwprune.search import SearchSpace, TrialRecord, search
+from hwprune.search import SearchSpace, StudyPlace, TrialRecord, search
 from hwprune.train import accuracy, recalibrate_bn, sample_batches, train
 
 
@@ -36,6 +36,7 @@ class RoundRecord:
     widths: dict[str, int]
     uniform_rate: float
     retrain_epochs: float
+    search_seconds: float
     trials: int
     feasible_trials: int
     seconds: float
@@ -77,9 +78,10 @@ def starting_point(mode: str, ticket: Ticket, masks: Masks, theta_k: nn.Module, 
 def imp_round(number: int, target_ms: float, ticket: Ticket, theta_k: nn.Module, example: torch.Tensor,
               predict: Callable[[dict[str, int]], float], channel_multiple: int,
               data: tuple[Dataset, Dataset, Dataset], config: ProjectConfig, seed: int,
-              progress: Progress = NullProgress(), teacher: nn.Module | None = None, final: bool = True
-              ) -> tuple[Ticket, RoundRecord, tuple[TrialRecord, ...]]:
-    """One round: search widths for `target_ms`, keep, rewind, retrain (shorter unless `final`)."""
+              progress: Progress = NullProgress(), teacher: nn.Module | None = None, final: bool = True,
+              place: StudyPlace | None = None) -> tuple[Ticket, RoundRecord, tuple[TrialRecord, ...]]:
+    """One round: search widths for `target_ms` (trials kept in the study at `place`), keep, rewind, retrain
+    (shorter unless `final`)."""
     start = time.perf_counter()
     train_set, val_set, _ = data
     ignore = config.model.ignore
@@ -100,15 +102,16 @@ def imp_round(number: int, target_ms: float, ticket: Ticket, theta_k: nn.Module,
         return accuracy(masked, val_set, limit=config.search.val_samples)
 
     outcome = search(space, predict, evaluate, target_ms, config.search.trials, seed, config.search.sampler,
-                     progress, f"round {number}: search ≤ {target_ms:.3f} ms")
+                     progress, f"round {number}: search ≤ {target_ms:.3f} ms", place)
+    search_seconds = time.perf_counter() - start
     masks = masks_for_widths(ticket, outcome.widths, example, ignore)
     model = starting_point(config.imp.rewind, ticket, masks, theta_k, example, ignore)
     epochs = config.train.retrain_epochs * (1.0 if final else config.imp.intermediate_share)
     train(model, train_set, config.train, epochs, seed, progress,
           f"round {number}: retrain from {'θ_k' if config.imp.rewind == 'weights' else 'trained weights'}",
-          teacher=teacher)
+          teacher=teacher, fault_label=f"retrain:round:{number}")
     record = RoundRecord(
         number, target_ms, outcome.predicted_ms, outcome.proxy_accuracy,
-        accuracy(model, val_set), masks.widths(), outcome.uniform_rate, epochs, len(outcome.trials),
+        accuracy(model, val_set), masks.widths(), outcome.uniform_rate, epochs, search_seconds, len(outcome.trials),
         sum(t.feasible for t in outcome.trials), time.perf_counter() - start)
     return Ticket(masks, model), record, outcome.trials
