@@ -151,17 +151,26 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
             # hwprune: the product's schedule, with measured extra rounds
             t0 = time.perf_counter()
             imp = Imp(dense, oracle, multiple, cfg)
-            imp.schedule(dense_predicted, table_final)
-            while len(imp.rounds) - cfg.imp.rounds < cfg.imp.extra_rounds:
-                proto = export.export(imp.ticket.model, dense.example)
-                d_stats, p_stats = runtime.time_side_by_side([dense_proto, proto], settings)
-                if p_stats.median_ms <= budget * d_stats.median_ms:
-                    break
-                imp.round(oracle(imp.ticket.masks.widths()) * budget * d_stats.median_ms / p_stats.median_ms
-                          * margin)
-            hw_masks, hw_rounds = imp.ticket.masks, len(imp.rounds)
-            epochs = retrained(imp)
-            record("hwprune", budget, seed, imp.ticket.model, hw_masks, hw_rounds, time.perf_counter() - t0, epochs)
+            try:
+                imp.schedule(dense_predicted, table_final)
+                while len(imp.rounds) - cfg.imp.rounds < cfg.imp.extra_rounds:
+                    proto = export.export(imp.ticket.model, dense.example)
+                    d_stats, p_stats = runtime.time_side_by_side([dense_proto, proto], settings)
+                    if p_stats.median_ms <= budget * d_stats.median_ms:
+                        break
+                    imp.round(oracle(imp.ticket.masks.widths()) * budget * d_stats.median_ms / p_stats.median_ms
+                              * margin)
+            except SearchError as exc:  # the budget is below what channel pruning can reach (max_prune_rate)
+                for method in ("hwprune", "random-reinit"):
+                    infeasible.append({"method": method, "budget": budget, "seed": seed, "error": exc.message})
+                log(f"{family} {budget}x hwprune: {exc.message}")
+                hw_masks = None
+                epochs = cfg.train.retrain_epochs * (1 + (cfg.imp.rounds - 1) * cfg.imp.intermediate_share)
+            else:
+                hw_masks, hw_rounds = imp.ticket.masks, len(imp.rounds)
+                epochs = retrained(imp)
+                record("hwprune", budget, seed, imp.ticket.model, hw_masks, hw_rounds, time.perf_counter() - t0,
+                       epochs)
 
             variants = {
                 "uniform": (dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, trials=1)), oracle,
@@ -184,6 +193,8 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
                 record(method, budget, seed, variant.ticket.model, variant.ticket.masks, len(variant.rounds),
                        time.perf_counter() - t0, retrained(variant))
 
+            if hw_masks is None:
+                continue
             # random re-init: the lottery-ticket control on hwprune's final architecture
             t0 = time.perf_counter()
             torch.manual_seed(derive_seed(seed, "reinit"))
@@ -209,11 +220,11 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
 
 def summarise(family: dict) -> dict:
     """Per budget and method: mean/spread of accuracy and latency over seeds; budget-met rates; margins."""
-    out: dict = {"budget_met_rate": {}, "by_budget": {}}
-    for method in METHODS:
+    out: dict = {"budget_met_rate": {}, "infeasible_runs": {}, "by_budget": {}}
+    for method in METHODS:  # of the models a method produced; runs it refused as infeasible are counted apart
         pts = [p for p in family["points"] if p["method"] == method]
-        failed = [p for p in family["infeasible"] if p["method"] == method]
-        out["budget_met_rate"][method] = sum(p["budget_met"] for p in pts) / max(1, len(pts) + len(failed))
+        out["budget_met_rate"][method] = sum(p["budget_met"] for p in pts) / max(1, len(pts))
+        out["infeasible_runs"][method] = sum(p["method"] == method for p in family["infeasible"])
     for budget in BUDGETS:
         rows = {}
         for method in METHODS:
@@ -228,7 +239,8 @@ def summarise(family: dict) -> dict:
                             "latency_ms_mean": statistics.fmean(p["latency_ms"] for p in pts),
                             "budget_met": all(p["budget_met"] for p in pts), "seeds": len(pts)}
         hw = rows["hwprune"]
-        rivals = {m: r for m, r in rows.items() if m != "hwprune" and r["latency_ms_mean"] <= hw["latency_ms_mean"]}
+        rivals = {m: r for m, r in rows.items() if m != "hwprune" and r["latency_ms_mean"] <= hw["latency_ms_mean"]
+                  and not r.get("infeasible")}
         best = max(rivals.items(), key=lambda kv: kv[1]["accuracy_mean"], default=None)
         rows["margin_over_best_baseline_at_equal_or_lower_latency_points"] = (
             None if best is None else {"baseline": best[0],
@@ -303,15 +315,23 @@ def main() -> int:
         mode = dataclasses.replace(mode, families=tuple(args.families.split(",")))
     stem = ROOT / "benchmarks" / "results" / ("pareto_quick" if args.quick else "pareto")
     start = time.perf_counter()
+    families: list[dict] = []
+
+    def save(complete: bool) -> dict:
+        """Written after every family, so a failure later keeps what was measured (`complete` says which)."""
+        result = {"benchmark": "pareto", "mode": name, "complete": complete, "settings": dataclasses.asdict(mode),
+                  "budgets": BUDGETS, "families": families, "summary": {f["family"]: summarise(f) for f in families},
+                  "wall_s": time.perf_counter() - start, "host": _host(), "versions": _versions(),
+                  "date": time.strftime("%Y-%m-%d")}
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+        plot(families, stem.with_suffix(".png"))
+        return result
+
     with tempfile.TemporaryDirectory() as tmp:
-        families = [run_family(f, mode, Path(tmp)) for f in mode.families]
-    result = {"benchmark": "pareto", "mode": name, "settings": dataclasses.asdict(mode), "budgets": BUDGETS,
-              "families": families, "summary": {f["family"]: summarise(f) for f in families},
-              "wall_s": time.perf_counter() - start, "host": _host(), "versions": _versions(),
-              "date": time.strftime("%Y-%m-%d")}
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    plot(families, stem.with_suffix(".png"))
+        for f in mode.families:
+            families.append(run_family(f, mode, Path(tmp)))
+            result = save(complete=len(families) == len(mode.families))
     for fam in families:
         s = result["summary"][fam["family"]]
         print(f"{fam['family']}: dense acc {fam['dense']['accuracy']:.4f}, {fam['dense']['latency_ms']:.4f} ms; "
