@@ -15,22 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ("model.onnx", "model.optimized.onnx", "report.json", "report.md")
-TINY = """
-seed = 0
-[train]
-epochs = 1
-retrain_epochs = 1
-batch_size = 64
-[imp]
-rounds = 1
-[search]
-trials = 3
-val_samples = 128
-bn_batches = 2
-"""
 FAST = ["--limit", "256", "--no-cache", "--quiet"]
 
 
