@@ -279,9 +279,8 @@ class Imp:
 def open_state(config: ProjectConfig, target: Target, options: RunOptions) -> RunState:
     """The output folder checked and its run state opened (resumed when an unfinished run of the same
     settings left one; refused when other settings did, or when finished results are there, unless --force)."""
-    fp = settings_fingerprint(config, target, options.data_dir, options.data_limit)
-    earlier = RunState(options.out_dir / STATE_DIR, fp).info() if (options.out_dir / STATE_DIR).is_dir() else None
-    unfinished = bool(earlier) and earlier.get("fingerprint") == fp and "finished" not in earlier.get("stages", [])
+    fp, stages = earlier_run(config, target, options)
+    unfinished = stages is not None and "finished" not in stages
     prepare_out_dir(options.out_dir, options.force, resuming=unfinished)
     state, resuming = RunState.open(options.out_dir, fp, options.force)
     if resuming:
@@ -495,10 +494,16 @@ def profile_problem(target: Target, options: RunOptions) -> ProfileError | None:
 
 def finished_here(config: ProjectConfig, target: Target, options: RunOptions) -> bool:
     """Whether the output folder holds this exact run, finished (report written)."""
+    _, stages = earlier_run(config, target, options)
+    return stages is not None and "finished" in stages and (options.out_dir / "report.json").exists()
+
+
+def earlier_run(config: ProjectConfig, target: Target, options: RunOptions) -> tuple[str, list[str] | None]:
+    """(this run's settings fingerprint, the stages an earlier run of the same settings finished in the output
+    folder; None when there is none or it had other settings)."""
     fp = settings_fingerprint(config, target, options.data_dir, options.data_limit)
     info = RunState(options.out_dir / STATE_DIR, fp).info() if (options.out_dir / STATE_DIR).is_dir() else None
-    return bool(info) and info.get("fingerprint") == fp and "finished" in info.get("stages", []) and (
-        options.out_dir / "report.json").exists()
+    return fp, (list(info.get("stages", [])) if info and info.get("fingerprint") == fp else None)
 
 
 @dataclass(frozen=True)
