@@ -10,12 +10,14 @@ runtime's channel multiple. The first trial shares equally: the uniform baseline
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,17 +145,37 @@ def open_storage(url: str | None, journal: Path) -> tuple[optuna.storages.BaseSt
 
 def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage with heartbeats. Workers started together race to create the schema of a new
-    database (one gets a unique-constraint error): the loser tries again once the winner has created it."""
-    for attempt in range(attempts):
-        try:
-            with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
-        except Exception as exc:
-            if "IntegrityError" not in type(exc).__name__ or attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    database: on a sqlite file they take turns under a lock file beside it; on a server the loser of the
+    race (a unique-constraint or "already exists" error) tries again once the winner has created it."""
+    with _sqlite_schema_lock(url):
+        for attempt in range(attempts):
+            try:
+                with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+            except Exception as exc:
+                lost_race = "IntegrityError" in type(exc).__name__ or "already exists" in str(exc)
+                if not lost_race or attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _sqlite_schema_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on DB.lock for a sqlite:///DB URL (nothing for other URLs or in-memory DBs)."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    if not path or path.startswith(":memory:"):
+        yield
+        return
+    lock = Path(path + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _slot_seed(seed: int, slot: int, worker: str) -> int:
