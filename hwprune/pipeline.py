@@ -30,7 +30,7 @@ from hwprune.prune import graph
 from hwprune.prune.imp import RoundRecord, Ticket, imp_round
 from hwprune.prune.masks import Masks, geometric_targets
 from hwprune.runtime import KERNEL_PROTOCOL, WHOLE_MODEL_PROTOCOL, RuntimeSettings
-from hwprune.search import StudyPlace, open_storage
+from hwprune.search import SearchSpace, StudyPlace, open_storage, require_reachable
 from hwprune.state import STATE_DIR, RunState, settings_fingerprint
 from hwprune.targets import Target
 from hwprune.train import accuracy, train
@@ -270,7 +270,11 @@ class Imp:
         return record
 
     def schedule(self, start_ms: float, final_ms: float) -> None:
-        """`config.imp.rounds` rounds whose targets step geometrically from `start_ms` down to `final_ms`."""
+        """`config.imp.rounds` rounds whose targets step geometrically from `start_ms` down to `final_ms`
+        (refused before the first round when no network the search may build meets `final_ms`)."""
+        widths = self.ticket.masks.widths()
+        require_reachable(SearchSpace(self.dense.widths, widths, self.config.search.max_prune_rate, self.multiple),
+                          self.predict, final_ms)
         targets = geometric_targets(start_ms, final_ms, self.config.imp.rounds)
         for number, target_ms in enumerate(targets, 1):
             self.round(target_ms, final=number == len(targets))

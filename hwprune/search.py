@@ -183,6 +183,17 @@ def _slot_seed(seed: int, slot: int, worker: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+def require_reachable(space: SearchSpace, predict: Callable[[dict[str, int]], float], target_ms: float) -> None:
+    """Raise SearchError (saying the smallest reachable latency and what limits it) when no network in the
+    space is predicted to meet `target_ms`; checked before round 1 too, so no round is spent in vain."""
+    floor_ms = predict(space.widths_for(dict.fromkeys(space.dense_widths, space.max_prune_rate)))
+    if floor_ms > target_ms:
+        raise SearchError(
+            f"latency target {target_ms:.4f} ms is infeasible: the smallest network the search may build "
+            f"(every group pruned by {space.max_prune_rate:.0%}) is predicted at {floor_ms:.4f} ms",
+            hint="raise the budget, or raise [search] max_prune_rate (limit) / lower the target's channel_multiple")
+
+
 def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
            evaluate: Callable[[dict[str, int]], float], target_ms: float, trials: int, seed: int,
            sampler: str = "tpe", progress: Progress = NullProgress(), description: str = "search",
@@ -194,12 +205,7 @@ def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
     re-seeded per trial from the number of trials finished before it, so a resumed search proposes what
     the uninterrupted one would have.
     """
-    floor_ms = predict(space.widths_for(dict.fromkeys(space.dense_widths, space.max_prune_rate)))
-    if floor_ms > target_ms:
-        raise SearchError(
-            f"latency target {target_ms:.4f} ms is infeasible: the smallest network the search may build "
-            f"(every group pruned by {space.max_prune_rate:.0%}) is predicted at {floor_ms:.4f} ms",
-            hint="raise the budget, or raise [search] max_prune_rate (limit) / lower the target's channel_multiple")
+    require_reachable(space, predict, target_ms)
     place = place or StudyPlace(optuna.storages.InMemoryStorage(), "search")
     groups = list(space.dense_widths)
     uniform, _ = on_target(space, predict, target_ms, dict.fromkeys(groups, 1.0))

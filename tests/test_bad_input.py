@@ -127,11 +127,14 @@ def test_unusable_profiles_stop_the_run_before_training(workspace, mutate, phras
 def test_infeasible_budget_says_the_smallest_reachable_latency_and_the_limit(workspace, fashion_dir):
     text = (ROOT / "targets" / "jetson-nano.toml").read_text()
     (workspace / "tight.toml").write_text(text.replace(
-        text[text.index("budget = "):].splitlines()[0], "budget = { ms = 0.0001 }"))
-    result, before = hwprune(workspace, "--target", "tight.toml", "--config", "hwprune.toml", "--out", "out/new",
+        text[text.index("budget = "):].splitlines()[0], "budget = { ms = 0.11 }"))  # round 1's target is reachable
+    (workspace / "two-rounds.toml").write_text(TINY.replace("rounds = 1", "rounds = 2"))
+    result, before = hwprune(workspace, "--target", "tight.toml", "--config", "two-rounds.toml", "--out", "out/new",
                              "--profiles-dir", "profiles", *FAST)
     hint = assert_refused(workspace, result, before, 7, "infeasible", "smallest network", "predicted at")
     assert "max_prune_rate" in hint
+    stages = json.loads((workspace / "out" / "new" / ".hwprune" / "run.json").read_text())["stages"]
+    assert "dense" in stages and "round1" not in stages  # refused before a round was spent on it
 
 
 @pytest.mark.parametrize("module,config,code,phrases", [
