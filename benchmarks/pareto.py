@@ -61,7 +61,7 @@ METHODS = ("hwprune", "uniform", "flops", "one-shot", "random-reinit")
 @dataclass(frozen=True)
 class Mode:
     families: tuple[str, ...]
-    train_limit: int | None  # training images (None: all 55k)
+    train_limit: dict[str, int | None]  # training images per family (None: all 55k)
     dense_epochs: int
     rounds: int
     trials: int
@@ -70,8 +70,8 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode(("example-cnn", "resnet20"), 10000, 3, 2, 8, 1),
-    "full": Mode(("example-cnn", "resnet20"), None, 8, 2, 16, 2),
+    "quick": Mode(("example-cnn", "resnet20"), {"example-cnn": 10000, "resnet20": 5000}, 3, 2, 8, 1),
+    "full": Mode(("example-cnn", "resnet20"), {"example-cnn": None, "resnet20": None}, 8, 2, 16, 2),
 }
 
 
@@ -114,13 +114,15 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
     config = family_config(family, mode)
     target = load_target("x86-cpu", target_dirs())
     settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
-    options = RunOptions(out_dir=tmp / family, profiles_dir=tmp / "profiles", data_limit=mode.train_limit)
+    options = RunOptions(out_dir=tmp / family, profiles_dir=tmp / "profiles", data_limit=mode.train_limit[family])
     torch.set_num_threads(config.train.threads)
     start = time.perf_counter()
     dense = train_dense(config, target, options, NullProgress())
     log(f"{family}: dense trained in {time.perf_counter() - start:.0f} s, test accuracy {dense.accuracy:.4f}")
     dense_proto = export.export(dense.model, dense.example)
+    t0 = time.perf_counter()
     oracle, multiple = latency_oracle(dense, dense_proto, config, target, settings, options, NullProgress())
+    log(f"{family}: latency table and calibration in {time.perf_counter() - t0:.0f} s")
     dense_ms = runtime.time_model(dense_proto, settings, WHOLE_MODEL_PROTOCOL).median_ms
     dense_predicted = oracle(dense.widths)
     flops_predict, flops_scale = flops_model(oracle, oracle.template)
@@ -204,7 +206,9 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
             record("random-reinit", budget, seed, model, hw_masks, 0, time.perf_counter() - t0, epochs)
 
     log(f"{family}: timing {len(protos)} models side by side")
+    t0 = time.perf_counter()
     stats = runtime.time_side_by_side(protos, settings)
+    log(f"{family}: timed in {time.perf_counter() - t0:.0f} s")
     dense_stats, model_stats = stats[0], stats[1:]
     for point, s in zip(points, model_stats, strict=True):
         point.update(latency_ms=s.median_ms, latency_p90_ms=s.p90_ms,
