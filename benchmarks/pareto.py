@@ -19,7 +19,7 @@ latency model, the search, the schedule and the weights.
 Baselines get no measured extra rounds: they are what a FLOPs- or rate-based tool hands over; when hwprune
 needed extra rounds, each baseline gets as many retraining epochs (rounds at its final target). Every model
 ends as an exported ONNX file; the family's models and its dense model are timed side by side in one
-interleaved measurement at the end. Results: benchmarks/results/pareto[_quick].json and .png.
+interleaved measurement at the end. Results: benchmarks/results/pareto[_quick].json, .md and .png.
 
     .venv/bin/python benchmarks/pareto.py [--quick]
 """
@@ -279,7 +279,8 @@ def plot(families: list[dict], path: Path) -> None:
 
 
 def markdown_table(result: dict) -> str:
-    """The README's table: per family, budget and method, mean accuracy and measured latency over seeds."""
+    """Every point's table (pareto*.md): per family, budget and method, mean accuracy and measured latency
+    over seeds, budget met, MACs and widths."""
     lines = ["| model | budget | method | test accuracy (mean ± spread) | measured ms (p50) | budget met | "
              "MACs | widths |", "|---|---|---|---|---|---|---|---|"]
     for fam in result["families"]:
@@ -303,15 +304,40 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def compact_table(result: dict) -> str:
+    """The README's table: a row per family and budget, a column per method, "accuracy @ measured ms",
+    a ✗ where the measured budget was missed (means over seeds)."""
+    lines = ["| model (dense) | budget | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
+    for fam in result["families"]:
+        d = fam["dense"]
+        for budget in result["budgets"]:
+            cells = []
+            for method in METHODS:
+                pts = [p for p in fam["points"] if p["method"] == method and p["budget"] == budget]
+                if not pts:
+                    cells.append("infeasible")
+                    continue
+                cell = (f"{statistics.fmean(p['accuracy'] for p in pts):.4f} @ "
+                        f"{statistics.fmean(p['latency_ms'] for p in pts):.3f}")
+                cell += "" if all(p["budget_met"] for p in pts) else " ✗"
+                cells.append(f"**{cell}**" if method == "hwprune" else cell)
+            label = f"{fam['family']} ({d['accuracy']:.4f} @ {d['latency_ms']:.3f} ms)" if budget == result[
+                "budgets"][0] else fam["family"]
+            lines.append(f"| {label} | {budget}× | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data and schedule (≤ 15 min)")
     parser.add_argument("--families", help="comma-separated subset of example-cnn,resnet20")
     parser.add_argument("--table", type=Path, metavar="RESULT_JSON",
-                        help="print the Markdown table of an earlier result and exit")
+                        help="print the README's table of an earlier result (and rewrite its .md) and exit")
     args = parser.parse_args()
     if args.table:
-        print(markdown_table(json.loads(args.table.read_text())))
+        result = json.loads(args.table.read_text())
+        args.table.with_suffix(".md").write_text(markdown_table(result) + "\n")
+        print(compact_table(result))
         return 0
     name = "quick" if args.quick else "full"
     mode = MODES[name]
@@ -329,6 +355,7 @@ def main() -> int:
                   "date": time.strftime("%Y-%m-%d")}
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+        stem.with_suffix(".md").write_text(markdown_table(result) + "\n")  # every point: widths, MACs, budget met
         plot(families, stem.with_suffix(".png"))
         return result
 
