@@ -128,7 +128,7 @@ def test_infeasible_budget_says_the_smallest_reachable_latency_and_the_limit(wor
     text = (ROOT / "targets" / "jetson-nano.toml").read_text()
     (workspace / "tight.toml").write_text(text.replace(
         text[text.index("budget = "):].splitlines()[0], "budget = { ms = 0.11 }"))  # round 1's target is reachable
-    (workspace / "two-rounds.toml").write_text(TINY.replace("rounds = 1", "rounds = 2"))
+    (workspace / "two-rounds.toml").write_text(TINY.replace("\nrounds = 1", "\nrounds = 2"))
     result, before = hwprune(workspace, "--target", "tight.toml", "--config", "two-rounds.toml", "--out", "out/new",
                              "--profiles-dir", "profiles", *FAST)
     hint = assert_refused(workspace, result, before, 7, "infeasible", "smallest network", "predicted at")
