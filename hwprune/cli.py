@@ -6,14 +6,18 @@ Heavy modules (torch, onnxruntime, optuna) are imported inside commands so `hwpr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from hwprune import __version__
-from hwprune.errors import EXIT_CODES, BudgetNotMetError, HwpruneError
+from hwprune.errors import EXIT_CODES, BudgetNotMetError, HwpruneError, Interrupted
 from hwprune.models import MODELS
 
 EPILOG = "exit codes: " + ", ".join(f"{code} {name}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1]))
@@ -374,6 +378,27 @@ def _print_summary(data: dict, out_dir: Path, console) -> None:
                   f"in {data['seconds']['total_s']:.0f} s")
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted
+
+
+@contextlib.contextmanager
+def _ctrl_c_raises_interrupted() -> Iterator[None]:
+    """While a command runs, Ctrl-C raises `Interrupted` (see there why not a bare KeyboardInterrupt).
+
+    Only replaces Python's default handler, and only on the main thread, so an embedding program keeps its own.
+    """
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"targets": (cmd_targets, _targets_parser), "profile": (cmd_profile, _profile_parser),
@@ -384,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
-        return command(args)
+        with _ctrl_c_raises_interrupted():
+            return command(args)
     except HwpruneError as exc:
         if getattr(args, "debug", False):
             raise

@@ -77,6 +77,16 @@ class ReportError(HwpruneError):
     exit_code = 11
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C as raised by the CLI's own SIGINT handler (exit code 130).
+
+    A subclass on purpose: CPython remembers any *bare* KeyboardInterrupt that crossed a C-API evaluation
+    inside a library and then kills the process with SIGINT at exit, even when the CLI caught it, so the
+    documented exit code 130 would become death by signal (seen in CI as return code -2). The interpreter
+    compares the exact type, so a subclass is not remembered; every `except KeyboardInterrupt` still catches it.
+    """
+
+
 EXIT_CODES: dict[str, int] = {
     "ok": 0,
     "internal error": 1,

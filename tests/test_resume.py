@@ -150,3 +150,30 @@ def test_a_tampered_checkpoint_is_refused_and_never_executed(reference):
     assert f"unreadable checkpoint {out / '.hwprune' / 'round-1.pt'}" in result.stderr
     assert "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+INTERRUPTED_INSIDE_C = '''
+import ctypes
+from hwprune import cli
+
+def interrupted_inside_a_c_api_eval(args):
+    """What a library does when it runs Python code through the C API (PyRun_String) and Ctrl-C lands there."""
+    run = ctypes.pythonapi.PyRun_String
+    run.restype, run.argtypes = ctypes.py_object, [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+    code = b"import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\ntime.sleep(30)"
+    run(code, 257, {"__builtins__": __builtins__}, {})
+
+cli.cmd_targets = interrupted_inside_a_c_api_eval
+raise SystemExit(cli.main(["targets"]))
+'''
+
+
+def test_ctrl_c_inside_a_library_c_call_still_exits_130(tmp_path):
+    """CPython re-kills itself with SIGINT at exit after a bare KeyboardInterrupt crossed a C-API eval, even a
+    caught one (CI saw return code -2 instead of 130); the CLI's own handler raises a subclass that it does not
+    remember."""
+    (tmp_path / "interrupt_inside_c.py").write_text(INTERRUPTED_INSIDE_C)
+    result = subprocess.run([sys.executable, "-m", "interrupt_inside_c"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.startswith("error: interrupted") and "Traceback" not in result.stderr
