@@ -39,6 +39,12 @@ def command(tmp: Path, out: Path) -> list[str]:
             "--limit", LIMIT, "--out", str(out), "--profiles-dir", str(tmp / "profiles"), "--no-cache", "--quiet"]
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C on its default, which a shell's background job (`pytest &`) ignores
+    and children inherit; Python then never installs its handler and the SIGINT tests could not pass."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(tmp: Path, out: Path, fault: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **({"HWPRUNE_FAULT": fault} if fault else {})}
     return subprocess.run(command(tmp, out), cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
@@ -95,7 +101,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(reference):
     tmp, expected = reference
     out = tmp / "interrupted"
     process = subprocess.Popen(command(tmp, out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=default_sigint)
     state = out / ".hwprune" / "run.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -174,6 +180,7 @@ def test_ctrl_c_inside_a_library_c_call_still_exits_130(tmp_path):
     remember."""
     (tmp_path / "interrupt_inside_c.py").write_text(INTERRUPTED_INSIDE_C)
     result = subprocess.run([sys.executable, "-m", "interrupt_inside_c"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=default_sigint)
     assert result.returncode == 130, result.stderr
     assert result.stderr.startswith("error: interrupted") and "Traceback" not in result.stderr
