@@ -5,9 +5,9 @@ For each family (example CNN, ResNet-20) one dense network is trained, then prun
 
   hwprune       latency-table search inside IMP with learning-rate rewinding, distillation from the dense
                 network while retraining, extra rounds while the measured latency misses (the product's
-                defaults: 2 rounds retrained 0.5 + 1.5 epochs, candidates topped up to the target)
+                defaults: 2 rounds retrained 0.5 + 1.5 epochs)
   uniform       one prune rate for every group, the largest the table predicts to meet the budget, same
-                IMP schedule (the search's seed trial alone, not topped up to the target)
+                IMP schedule (the search's seed trial alone)
   flops         the same search with a FLOPs-proportional latency model (a * MACs, a fitted on the same
                 calibration networks) instead of the table
   one-shot      the same search in one round, retrained for the same total epochs
@@ -170,9 +170,8 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
                        epochs)
 
             variants = {
-                "uniform": (dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, trials=1,
-                                                                                 fill_budget=False)),
-                            oracle, dense_predicted, table_final),
+                "uniform": (dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, trials=1)), oracle,
+                            dense_predicted, table_final),
                 "flops": (cfg, flops_predict, flops_predict(dense.widths),
                           budget_ms * margin * flops_predict(dense.widths) / dense_ms),
                 "one-shot": (one_shot(cfg, epochs), oracle, dense_predicted, table_final),

@@ -80,9 +80,6 @@ class SearchConfig:
     sampler: str = "tpe"  # "tpe" or "nsga2"
     trials: int = 24
     max_prune_rate: float = 0.85
-    # Top each candidate up with channel blocks while its predicted latency stays within the target
-    # (whole-block widths otherwise leave up to ~20 % of the budget unused; see search.fill_up).
-    fill_budget: bool = True
     bn_batches: int = 10  # batches used to re-estimate BatchNorm statistics for the proxy score
     val_samples: int = 2000  # validation images scored per trial
     # Training steps each candidate gets before it is scored (0: score right after BatchNorm re-estimation).

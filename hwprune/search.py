@@ -5,8 +5,7 @@ one scale, found by bisection on the latency model, turns the shares into prune 
 along that direction whose predicted latency meets the round's target. Every trial is therefore a network
 that uses the latency budget rather than one far below it or above it, and pays for the accuracy proxy.
 Rates never fall below a group's current rate (masks only shrink) and kept channels are rounded to the
-runtime's channel multiple; `fill_up` then adds back the channel blocks that rounding left unused under the
-target. The first trial shares equally: the uniform rate (topped up when filling).
+runtime's channel multiple. The first trial shares equally: the uniform baseline.
 """
 
 from __future__ import annotations
@@ -94,35 +93,6 @@ def on_target(space: SearchSpace, predict: Callable[[dict[str, int]], float], ta
         else:
             lo = mid
     return hi, widths_at(hi)
-
-
-def fill_up(space: SearchSpace, predict: Callable[[dict[str, int]], float], target_ms: float,
-            intended_rates: dict[str, float], widths: dict[str, int]) -> dict[str, int]:
-    """Add channel steps back while the prediction stays within `target_ms`.
-
-    `on_target` stops at the least pruning along a direction that meets the target, but widths move in
-    whole channel blocks (16 on AVX-512), so that point can sit 10-20 % below the target: latency paid for
-    and not used. Each step goes to the group that rounding pruned furthest beyond its intended rate (the
-    trial's direction), skipping a group whose step would break the target; never above the previous
-    round's width, so masks still only shrink.
-    """
-    widths = dict(widths)
-
-    def step_up(g: str) -> int:
-        w, m = widths[g], space.channel_multiple
-        step = m if w >= m or m < 2 else m // 2
-        return min(w + step, space.current_widths[g])
-
-    while True:
-        growable = [g for g in widths if step_up(g) > widths[g]]
-        overshoot = {g: (1.0 - widths[g] / space.dense_widths[g]) - intended_rates[g] for g in growable}
-        for g in sorted(growable, key=lambda g: (-overshoot[g], -space.dense_widths[g], g)):
-            candidate = {**widths, g: step_up(g)}
-            if predict(candidate) <= target_ms:
-                widths = candidate
-                break
-        else:
-            return widths
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -227,14 +197,13 @@ def require_reachable(space: SearchSpace, predict: Callable[[dict[str, int]], fl
 def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
            evaluate: Callable[[dict[str, int]], float], target_ms: float, trials: int, seed: int,
            sampler: str = "tpe", progress: Progress = NullProgress(), description: str = "search",
-           place: StudyPlace | None = None, fill: bool = True) -> SearchOutcome:
+           place: StudyPlace | None = None) -> SearchOutcome:
     """Find the per-group widths with the best proxy accuracy whose predicted latency ≤ `target_ms`.
 
     Trials live in the study at `place` (in memory when None): finished trials survive a killed run and are
     not run again, and several workers on one storage share the `trials` between them. The sampler is
     re-seeded per trial from the number of trials finished before it, so a resumed search proposes what
-    the uninterrupted one would have. With `fill`, each trial's widths are topped up to the target
-    (`fill_up`); without, trials stay on the shares' direction (the first is then exactly uniform).
+    the uninterrupted one would have.
     """
     require_reachable(space, predict, target_ms)
     place = place or StudyPlace(optuna.storages.InMemoryStorage(), "search")
@@ -254,10 +223,7 @@ def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
         if sum(t.number < trial.number for t in live) >= trials:
             raise optuna.TrialPruned("surplus: another worker took the last trial")
         shares = {g: trial.suggest_float(g, MIN_SHARE, 1.0) for g in groups}
-        scale, widths = on_target(space, predict, target_ms, shares)
-        if fill:
-            intended = {g: min(max(scale * s, space.low_rate(g)), space.max_prune_rate) for g, s in shares.items()}
-            widths = fill_up(space, predict, target_ms, intended, widths)
+        _, widths = on_target(space, predict, target_ms, shares)
         trial.set_user_attr("widths", widths)
         trial.set_user_attr("predicted_ms", predict(widths))
         trial.set_user_attr("worker", place.worker)

@@ -1,6 +1,6 @@
 """The search places every trial on the latency target and never grows a group past its current width."""
 
-from hwprune.search import SearchSpace, fill_up, on_target, search
+from hwprune.search import SearchSpace, on_target, search
 
 DENSE = {"a": 64, "b": 128, "c": 256}
 COST = {"a": 3.0, "b": 1.0, "c": 0.5}  # ms per channel: an uneven synthetic latency model
@@ -32,7 +32,7 @@ def test_shares_steer_pruning_and_every_trial_meets_the_target():
     def evaluate(widths: dict[str, int]) -> float:  # a proxy that prefers wide "a" layers
         return widths["a"] / 64 + 0.1 * widths["c"] / 256
 
-    outcome = search(space(), predict, evaluate, target, trials=12, seed=0, fill=False)
+    outcome = search(space(), predict, evaluate, target, trials=12, seed=0)
     assert all(t.feasible and t.predicted_ms <= target for t in outcome.trials)
     assert outcome.trials[0].widths == on_target(space(), predict, target, dict.fromkeys(DENSE, 1.0))[1]
     assert outcome.proxy_accuracy == max(t.proxy_accuracy for t in outcome.trials)
@@ -44,26 +44,3 @@ def test_groups_never_grow_past_their_current_width():
     target = 0.8 * predict(current)
     _, widths = on_target(space(current), predict, target, {"a": 0.05, "b": 1.0, "c": 1.0})
     assert all(widths[g] <= current[g] for g in DENSE) and predict(widths) <= target
-
-
-def test_filling_adds_back_the_blocks_rounding_left_under_the_target():
-    current = {"a": 64, "b": 96, "c": 256}
-    target = 0.37 * predict(DENSE)
-    shares = {"a": 1.0, "b": 0.3, "c": 1.0}
-    scale, placed = on_target(space(current), predict, target, shares)
-    intended = {g: scale * s for g, s in shares.items()}
-    filled = fill_up(space(current), predict, target, intended, placed)
-    assert predict(placed) < predict(filled) <= target
-    assert all(placed[g] <= filled[g] <= current[g] for g in DENSE)
-    for g in DENSE:  # maximal: one more block anywhere breaks the target or the previous round's width
-        grown = {**filled, g: filled[g] + 8}
-        assert grown[g] > current[g] or predict(grown) > target
-
-
-def test_a_filled_search_starts_from_the_topped_up_uniform_rate():
-    target = 0.45 * predict(DENSE)
-    uniform = on_target(space(), predict, target, dict.fromkeys(DENSE, 1.0))[1]
-    outcome = search(space(), predict, lambda w: sum(w.values()) / 448, target, trials=4, seed=0)
-    first = outcome.trials[0]
-    assert all(first.widths[g] >= uniform[g] for g in DENSE) and first.widths != uniform
-    assert all(t.feasible and t.predicted_ms <= target for t in outcome.trials)

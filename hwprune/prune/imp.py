@@ -102,7 +102,7 @@ def imp_round(number: int, target_ms: float, ticket: Ticket, theta_k: nn.Module,
         return accuracy(masked, val_set, limit=config.search.val_samples)
 
     outcome = search(space, predict, evaluate, target_ms, config.search.trials, seed, config.search.sampler,
-                     progress, f"round {number}: search ≤ {target_ms:.3f} ms", place, config.search.fill_budget)
+                     progress, f"round {number}: search ≤ {target_ms:.3f} ms", place)
     search_seconds = time.perf_counter() - start
     masks = masks_for_widths(ticket, outcome.widths, example, ignore)
     model = starting_point(config.imp.rewind, ticket, masks, theta_k, example, ignore)
