@@ -210,7 +210,9 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
                      budget_ms=point["budget"] * dense_stats.median_ms,
                      budget_met=s.median_ms <= point["budget"] * dense_stats.median_ms)
     dense_macs, dense_params = graph.count_macs_params(dense.model, dense.example)
+    calibration = oracle.model.calibration
     return {"family": family, "channel_multiple": multiple, "flops_scale_ms_per_mac": flops_scale,
+            "calibration": None if calibration is None else dataclasses.asdict(calibration),
             "dense": {"accuracy": dense.accuracy, "latency_ms": dense_stats.median_ms,
                       "latency_p90_ms": dense_stats.p90_ms, "predicted_ms": dense_predicted, "macs": dense_macs,
                       "params": dense_params, "widths": dense.widths},

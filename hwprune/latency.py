@@ -24,6 +24,10 @@ from hwprune.runtime import CALIBRATION_PROTOCOL, TimingProtocol
 
 log = logging.getLogger(__name__)
 
+# A calibration network predicted this far off its measured time means a disturbed measurement: on a quiet
+# host the fit's largest error is 1-2 % (README, latency prediction); 10 % leaves room for honest noise.
+REMEASURE_ABOVE_PCT = 10.0
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -114,10 +118,37 @@ class LatencyOracle:
 
     def calibrate(self, dense_widths: dict[str, int], multiple: int, seed: int) -> profiles.Calibration | None:
         """Fit Σ-kernels → whole-model latency on networks measured here: dense, uniformly thinned, random
-        aligned and random unaligned widths (the search and users' models produce both)."""
+        aligned and random unaligned widths (the search and users' models produce both).
+
+        A table measured while other load came and went predicts some networks far off (seen here: pruned
+        networks 20-30 % low while the dense one fitted), and the fit's own error shows it; then the
+        calibration networks' kernels and the networks are measured once more, and the better fit is kept.
+        """
         if self.model.calibration is not None or not self.profile.measured_here:
             return self.model.calibration
         configs = calibration_configs(dense_widths, multiple, seed)
+        calibration = self._fit(configs)
+        if calibration.max_error_pct > REMEASURE_ABOVE_PCT:
+            log.warning("the latency table disagrees with whole-network timings by up to %.0f%% (load on this "
+                        "host while measuring?): measuring the table and the networks again",
+                        calibration.max_error_pct)
+            first, networks = calibration, self.calibration_networks
+            signatures = {k.signature for widths in configs for k in self.kernels(widths)}
+            first_entries = {sig: self.profile.entries.pop(sig) for sig in signatures if sig in self.profile.entries}
+            calibration = self._fit(configs)
+            if first.max_error_pct < calibration.max_error_pct:  # the first table was the better one after all
+                log.warning("measured again, the fit is no better (%.0f%%): keeping the first",
+                            calibration.max_error_pct)
+                self.profile.entries.update(first_entries)
+                calibration, self.calibration_networks = first, networks
+            elif calibration.max_error_pct > REMEASURE_ABOVE_PCT:
+                log.warning("measured again, predictions still miss whole-network timings by up to %.0f%%: expect "
+                            "extra rounds where the measured latency misses the budget", calibration.max_error_pct)
+        self.profile.calibrations[self.template.key] = calibration
+        self.profile.save()
+        return calibration
+
+    def _fit(self, configs: list[dict[str, int]]) -> profiles.Calibration:
         self.ensure(configs)
         sums = [self.model.kernel_sum_ms(self.kernels(widths))[0] for widths in configs]
         with stage(self.progress, f"calibrating latency model on {len(configs)} networks", None):
@@ -125,10 +156,7 @@ class LatencyOracle:
                                               self.profile.settings, CALIBRATION_PROTOCOL)
         measured = [s.median_ms for s in stats]
         self.calibration_networks = list(zip(configs, measured, strict=True))
-        calibration = profiles.fit_calibration(sums, measured, self.profile.overhead_ms)
-        self.profile.calibrations[self.template.key] = calibration
-        self.profile.save()
-        return calibration
+        return profiles.fit_calibration(sums, measured, self.profile.overhead_ms)
 
 
 def calibration_configs(dense_widths: dict[str, int], multiple: int, seed: int) -> list[dict[str, int]]:

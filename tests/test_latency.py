@@ -1,12 +1,14 @@
 """The latency model on this host: lazy table, calibration, prediction against measurement."""
 
+import dataclasses
+import logging
 import random
 
 import pytest
 
 from hwprune import export, profiles, runtime
 from hwprune.errors import ProfileError
-from hwprune.latency import LatencyModel, LatencyOracle
+from hwprune.latency import LatencyModel, LatencyOracle, calibration_configs
 from hwprune.pipeline import build_template
 from hwprune.progress import NullProgress
 from hwprune.prune import graph
@@ -69,3 +71,18 @@ def test_bad_profile_schema(oracle, tmp_path, field, value, match):
     data[field] = value
     with pytest.raises(ProfileError, match=match):
         profiles.DeviceProfile.from_json(data, tmp_path / "bad.json")
+
+
+def test_a_table_measured_under_load_is_measured_again(oracle, caplog):
+    """Load that slowed the larger kernels while the table was measured (simulated: the larger half of the
+    entries doubled) shows as a large calibration error; the calibration networks' kernels are measured again."""
+    oracle, dense = oracle
+    oracle.ensure(calibration_configs(dense, 8, seed=0))
+    clean = dict(oracle.profile.entries)
+    slowed = sorted(clean, key=lambda sig: clean[sig].median_ms)[-len(clean) // 2:]
+    for sig in slowed:
+        oracle.profile.entries[sig] = dataclasses.replace(clean[sig], median_ms=2 * clean[sig].median_ms)
+    with caplog.at_level(logging.WARNING, logger="hwprune.latency"):
+        oracle.calibrate(dense, 8, seed=0)
+    assert "measuring the table and the networks again" in caplog.text
+    assert all(oracle.profile.entries[sig].median_ms < 1.5 * clean[sig].median_ms for sig in slowed)
