@@ -14,8 +14,11 @@ import contextlib
 import datetime
 import fcntl
 import hashlib
+import importlib.util
 import logging
+import re
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -121,10 +124,13 @@ class StudyPlace:
 def open_storage(url: str | None, journal: Path) -> tuple[optuna.storages.BaseStorage, bool]:
     """(storage, shared) for `--storage URL`: None → a journal file in the run's state folder; "journal:PATH"
     (or a path ending in .journal) → Optuna's journal file, shareable by processes on one file system;
-    sqlite:///PATH, postgresql://…, mysql://… → Optuna's RDB storage (heartbeats fail dead workers' trials)."""
+    sqlite:///PATH, postgresql://…, mysql://… → Optuna's RDB storage (heartbeats fail dead workers' trials).
+    Messages show the URL with its password masked (see `redact_url`)."""
     if url is None:
         journal.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(journal))), False
+    shown = redact_url(url)
+    hint = "check the URL, that the database is reachable and its driver installed"
     try:
         if url.startswith("journal:") or url.endswith(".journal"):
             path = Path(url.removeprefix("journal:"))
@@ -132,33 +138,80 @@ def open_storage(url: str | None, journal: Path) -> tuple[optuna.storages.BaseSt
             return JournalStorage(JournalFileBackend(str(path))), True
         if "://" in url:
             return _rdb_storage(url), True
-    except (OSError, ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
-        raise ConfigError(f"cannot open the Optuna storage {url!r}: {str(exc).splitlines()[0]}",
-                          hint="check the URL, that the database is reachable and its driver installed") from None
+    except ImportError as exc:
+        raise ConfigError(f"cannot open the Optuna storage {shown!r}: its database driver is not installed "
+                          f"({scrub_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, url)})",
+                          hint="install it: pip install psycopg2-binary (postgresql://…) or mysqlclient (mysql://…)"
+                          ) from None
+    except (OSError, ValueError, optuna.exceptions.OptunaError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot open the Optuna storage {shown!r}: {scrub_secrets(reason, url)}",
+                          hint=hint) from None
     except Exception as exc:  # SQLAlchemy's errors (bad dialect, refused connection) have no common base here
-        raise ConfigError(f"cannot open the Optuna storage {url!r}: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}",
-                          hint="check the URL, that the database is reachable and its driver installed") from None
-    raise ConfigError(f"unsupported --storage {url!r}",
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise ConfigError(f"cannot open the Optuna storage {shown!r}: {scrub_secrets(reason, url)}",
+                          hint=hint) from None
+    raise ConfigError(f"unsupported --storage {shown!r}",
                       hint="use journal:PATH, sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB")
+
+
+# scheme://user:PASSWORD@host…: the password runs to the last "@" (it may hold "/", "?" or "@" unencoded;
+# masking a little too much beats showing part of it)
+_NETLOC_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@]*:)(.*)@", re.DOTALL)
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)([^&#]*)", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (after user: or in a password= query field) shown as ***: storage URLs end up
+    in messages, logs and bug reports, which travel further than the database's credentials should."""
+    return _QUERY_PASSWORD.sub(r"\1***", _NETLOC_PASSWORD.sub(r"\1***@", url, count=1))
+
+
+def scrub_secrets(text: str, url: str) -> str:
+    """`text` (e.g. a driver's error message) with `url` and every password it holds masked."""
+    shown = redact_url(url)
+    secrets = {m.group(2) for m in (_NETLOC_PASSWORD.match(url), *_QUERY_PASSWORD.finditer(url)) if m}
+    with contextlib.suppress(Exception):  # and the password as the driver gets it
+        from sqlalchemy.engine import make_url
+        parsed = make_url(url)
+        secrets |= {parsed.password or "", *(v for k, v in parsed.query.items()
+                                              if k.lower() in ("password", "passwd", "pwd") and isinstance(v, str))}
+    secrets |= {urllib.parse.unquote(s) for s in secrets}
+    parts = text.split(url)  # the URL itself is shown redacted, the rest scrubbed of every password
+    for secret in sorted((s for s in secrets if s and s != "***"), key=len, reverse=True):
+        parts = [part.replace(secret, "***") for part in parts]
+    return shown.join(parts)
 
 
 def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage with heartbeats. Workers started together race to create the schema of a new
     database: on a sqlite file they take turns under a lock file beside it; on a server the loser of the
     race (a unique-constraint or "already exists" error) tries again once the winner has created it."""
+    url = _with_installed_driver(url)
     with _sqlite_schema_lock(url):
         for attempt in range(attempts):
             try:
                 with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+                    # Optuna fills {SCHEMA_VERSION}-style templates in the URL: escape braces a password holds
+                    return optuna.storages.RDBStorage(url.replace("{", "{{").replace("}", "}}"),
+                                                      heartbeat_interval=30, grace_period=120)
             except Exception as exc:
                 lost_race = "IntegrityError" in type(exc).__name__ or "already exists" in str(exc)
                 if not lost_race or attempt == attempts - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _with_installed_driver(url: str) -> str:
+    """A bare postgresql://… URL names psycopg2 when that is the PostgreSQL driver installed: SQLAlchemy 2.1
+    takes a bare URL to mean psycopg (3), while psycopg2-binary is the driver the README and dev extra name."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "postgresql" and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 @contextlib.contextmanager
@@ -176,6 +229,12 @@ def _sqlite_schema_lock(url: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _shares_of(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """A trial's shares: the ones it was enqueued with (system attribute "fixed_params"), else its params."""
+    fixed = trial.system_attrs.get("fixed_params")
+    return dict(fixed) if isinstance(fixed, dict) else dict(trial.params)
 
 
 def _slot_seed(seed: int, slot: int, worker: str) -> int:
@@ -218,10 +277,28 @@ def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return sorted(done, key=lambda t: t.number)[:trials]
 
+    uniform_shares = dict.fromkeys(groups, 1.0)
+
+    def uniform_trials() -> list[optuna.trial.FrozenTrial]:
+        """Live trials of the uniform shares, by number. An enqueued trial (WAITING, or RUNNING before it
+        suggested anything) has no params yet: its shares are the "fixed_params" it was enqueued with."""
+        live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+        return sorted((t for t in live if _shares_of(t) == uniform_shares), key=lambda t: t.number)
+
+    def enqueue_uniform() -> None:
+        """The uniform rate first; again if its trial was killed (FAIL), never while one is live. Optuna's
+        enqueue_trial(skip_if_exists=True) would not do: it also counts failed trials."""
+        if not uniform_trials():
+            study.enqueue_trial(uniform_shares)
+
     def objective(trial: optuna.Trial) -> float:
         live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         if sum(t.number < trial.number for t in live) >= trials:
             raise optuna.TrialPruned("surplus: another worker took the last trial")
+        this = place.storage.get_trial(place.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+        if _shares_of(this) == uniform_shares and uniform_trials()[0].number < trial.number:
+            # workers that started together both enqueued it: the first one runs, this copy is given up
+            raise optuna.TrialPruned("surplus: another worker runs the uniform trial")
         shares = {g: trial.suggest_float(g, MIN_SHARE, 1.0) for g in groups}
         _, widths = on_target(space, predict, target_ms, shares)
         trial.set_user_attr("widths", widths)
@@ -250,16 +327,13 @@ def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
         if finished():
             bar.advance(len(finished()), "resumed")
         fail_stale()
-        uniform_shares = dict.fromkeys(groups, 1.0)
-        live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        if not any(t.params == uniform_shares for t in study.get_trials(deepcopy=False, states=live)):
-            study.enqueue_trial(uniform_shares)  # the uniform rate first (again, if its trial was killed)
         while (done := len(finished())) < trials:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if done + len(running) >= trials:  # other workers are finishing the last trials
                 time.sleep(place.poll_s)
                 fail_stale()
                 continue
+            enqueue_uniform()  # in the loop: a uniform trial found dead mid-search is run again
             study.sampler = make_sampler(sampler, _slot_seed(seed, done, place.worker if place.shared else ""))
             study.optimize(objective, n_trials=1, catch=())
             best = max((t.value for t in finished()), default=None)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up hwprune from nothing on a Debian/Ubuntu machine: the Fashion-MNIST data (apt), a virtual
-# environment in .venv, PyTorch 2.13.0 (CPU) first, then hwprune with its test extra, and Debian's chromium
-# for the HTML report test. Safe to re-run.
+# environment in .venv, PyTorch 2.13.0 (CPU) first, then hwprune with its test extra, Debian's chromium
+# for the HTML report test and Debian's postgresql for the shared-search test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,11 @@ fi
 # headless Chromium renders `hwprune compare`'s HTML page in the tests
 if ! command -v chromium >/dev/null 2>&1; then
   apt_install chromium
+fi
+# the `--storage postgresql://` test starts its own throw-away server from these binaries (initdb, pg_ctl:
+# /usr/lib/postgresql/VERSION/bin, off PATH); the package's own cluster is not used
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  apt_install postgresql
 fi
 
 PYTHON=${PYTHON:-python3}
