@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -28,7 +27,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from hwprune import faults
+from hwprune import atomic, faults
 from hwprune.errors import ConfigError, SearchError
 from hwprune.progress import NullProgress, Progress, stage
 from hwprune.prune.masks import keep_count
@@ -221,14 +220,8 @@ def _sqlite_schema_lock(url: str) -> Iterator[None]:
     if not path or path.startswith(":memory:"):
         yield
         return
-    lock = Path(path + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with atomic.FileLock(Path(path + ".lock")):  # refuses a link planted under the lock's predictable name
+        yield
 
 
 def _shares_of(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
