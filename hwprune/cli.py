@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -23,8 +24,17 @@ from hwprune.models import MODELS
 EPILOG = "exit codes: " + ", ".join(f"{code} {name}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1]))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported like every other error: `error: …` and `hint: …`, exit 2."""
+
+    def error(self, message: str):
+        print(f"error: {_one_line(message)}", file=sys.stderr)
+        print(f"hint: see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(EXIT_CODES["ConfigError"])
+
+
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hwprune", epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets; `hwprune profile "
                                         "--target NAME` measures a target's latency table on this host; `hwprune "
                                         "compare REPORT.json...` compares targets; `hwprune validate MODEL.onnx "
@@ -69,7 +79,7 @@ def _add_lookup_args(p: argparse.ArgumentParser) -> None:
 
 
 def _targets_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hwprune targets", description="List the available targets.")
+    p = _Parser(prog="hwprune targets", description="List the available targets.")
     p.add_argument("--config", type=Path)
     _add_lookup_args(p)
     p.add_argument("--debug", action="store_true")
@@ -77,7 +87,7 @@ def _targets_parser() -> argparse.ArgumentParser:
 
 
 def _profile_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hwprune profile", epilog=EPILOG,
         description="Measure the target's latency table for the model's search space on this host (the device), "
                     "with an alignment sweep and a whole-network calibration. Replaces an analytic profile.")
@@ -94,7 +104,7 @@ def _profile_parser() -> argparse.ArgumentParser:
 
 
 def _compare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hwprune compare", epilog=EPILOG,
         description="Compare reports of several targets: a table and plots (kept channels per group, latency per "
                     "runtime kernel, accuracy vs latency) as Markdown with PNGs and as one self-contained HTML page.")
@@ -109,31 +119,39 @@ def _compare_parser() -> argparse.ArgumentParser:
 
 
 def _validate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hwprune validate", epilog=EPILOG,
         description="Re-check a shipped model against a target: a valid ONNX graph that runs on ONNX Runtime with "
                     "finite outputs, and its latency (measured where this host is the device, else predicted from "
-                    "the target's profile) against the target's budget. Exit 10 when the budget is missed.")
+                    "the target's profile) against the target's budget. Exit 10 when the budget is missed; exit 2 "
+                    "when it cannot be checked (a speedup budget needs the dense latency hwprune records in the "
+                    "model it built for that target): pass --budget-ms then.")
     p.add_argument("model", type=Path, metavar="MODEL.onnx")
     p.add_argument("--target", required=True, help="target name (see `hwprune targets`) or a target .toml file")
+    p.add_argument("--budget-ms", type=float, metavar="MS",
+                   help="absolute latency budget in ms, replacing the target's (e.g. for a model without hwprune's "
+                        "metadata, whose speedup budget cannot be checked)")
     _add_lookup_args(p)
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (`budget_source`: "
+                                                      "target, model metadata or --budget-ms)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.budget_ms is not None and not (math.isfinite(args.budget_ms) and args.budget_ms > 0):
+        raise _config_error(f"--budget-ms must be a positive finite number of milliseconds, got {args.budget_ms}")
     from rich.console import Console
 
     from hwprune import shipped
     from hwprune.targets import load_target, target_dirs
     _setup_logging(Console(stderr=True), args.debug)
     target = load_target(args.target, target_dirs(args.targets_dir))
-    result = shipped.check(args.model, target, args.profiles_dir or Path("profiles"))
+    result = shipped.check(args.model, target, args.profiles_dir or Path("profiles"), args.budget_ms)
     summary = {"model": str(result.path), "target": result.target, "built_for": result.built_for,
                "ran_on": list(result.providers), "latency_ms": result.latency_ms,
                "latency_source": result.latency_source, "how": result.how, "budget_ms": result.budget_ms,
-               "budget": result.budget_basis, "budget_met": result.budget_met}
+               "budget": result.budget_basis, "budget_source": result.budget_source, "budget_met": result.budget_met}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -143,9 +161,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"latency {result.latency_ms:.4f} ms ({result.latency_source}: {result.how})")
         verdict = {None: "not checked", True: "met", False: "NOT met"}[result.budget_met]
         print(f"budget: {result.budget_basis} -> {verdict}")
+    if result.budget_met is None:  # not a pass: a CI gate must not go green on a budget nobody checked
+        raise _config_error(f"{result.path}: budget {result.budget_basis}",
+                            hint="pass --budget-ms MS to check an absolute budget, or validate the model.onnx "
+                                 "hwprune built for this target")
     if result.budget_met is False:
         raise BudgetNotMetError(f"{result.path}: latency {result.latency_ms:.4f} ms ({result.latency_source}) "
-                                f"exceeds the budget {result.budget_ms:.4f} ms of target '{result.target}'",
+                                f"exceeds the budget {result.budget_ms:.4f} ms "
+                                + ("(--budget-ms)" if result.budget_source == "--budget-ms"
+                                   else f"of target '{result.target}'"),
                                 hint="prune again for this target (`hwprune --target ...`)")
     return 0
 
@@ -177,23 +201,29 @@ class RichProgress:
         self.bars.stop()
 
     def stage(self, description: str, total: int | None, transient: bool = False):
-        task = self.bars.add_task(description, total=total, status="")
+        from rich.markup import escape  # descriptions and statuses name user things (targets, paths)
+
+        # Rich's `Progress.tasks` is a list in display order, not indexed by task id: once a transient stage
+        # is removed the ids no longer match positions, so the handle keeps what it needs itself.
+        task = self.bars.add_task(escape(description), total=total, status="")
         bars = self.bars
 
         class Handle:
             def advance(self, steps: int = 1, status: str = "") -> None:
-                bars.update(task, advance=steps, status=status)
+                bars.update(task, advance=steps, status=escape(status))
 
             def close(self) -> None:
                 if transient:
                     bars.remove_task(task)
+                elif total is None:  # an open-ended stage shows as done, not as a spinner forever
+                    bars.update(task, total=1, completed=1)
                 else:
-                    bars.update(task, completed=bars.tasks[task].total or 0)
+                    bars.update(task, completed=total)
 
         return Handle()
 
     def note(self, message: str) -> None:
-        self.console.log(message)
+        self.console.print(message, markup=False, highlight=False)
 
 
 def _setup_logging(console, debug: bool) -> None:
@@ -208,26 +238,50 @@ def _setup_logging(console, debug: bool) -> None:
 def cmd_targets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from hwprune.targets import available_targets, load_target, target_dirs
     shipped = Path(__file__).resolve().parent.parent / "profiles"  # profiles.BUILTIN_PROFILES, without onnx
     dirs = target_dirs(args.targets_dir, args.config.resolve().parent if args.config else None)
-    table = Table("target", "profile", "providers", "threads", "budget", "description")
+    header = ("target", "profile", "providers", "threads", "budget", "description")
+    rows = []
     for name in sorted(available_targets(dirs)):
         t = load_target(name, dirs)
-        kind = "not measured yet"
-        for folder in (args.profiles_dir or Path("profiles"), shipped):
-            path = folder / f"{t.profile}.json"
-            if path.exists():
-                try:
-                    kind = json.loads(path.read_text())["provenance"]["kind"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    kind = "unreadable"
-                break
-        table.add_row(t.name, f"{t.profile} ({kind})", ", ".join(t.providers), str(t.intra_op_threads),
-                      t.budget.describe(), t.description)
-    Console().print(table)
+        kind = _profile_kind(t.profile, args.profiles_dir or Path("profiles"), shipped)
+        rows.append((t.name, f"{t.profile} ({kind})", ", ".join(t.providers), str(t.intra_op_threads),
+                     t.budget.describe(), " ".join(t.description.split())))
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: whole values, one target a line, for grep and CI logs
+        print(_plain_table(header, rows))
+        return 0
+    table = Table(*header)
+    for column in table.columns[:2]:  # names stay whole on a narrow terminal; descriptions wrap instead
+        column.no_wrap = True
+        column.min_width = max((len(r[table.columns.index(column)]) for r in rows), default=0)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: a description's "[/b]" is shown, not parsed
+    console.print(table)
     return 0
+
+
+def _profile_kind(profile_id: str, profiles_dir: Path, shipped: Path) -> str:
+    """"measured", "analytic", "not measured yet" or "unreadable", without loading onnx for the profile."""
+    for folder in (profiles_dir, shipped):
+        path = folder / f"{profile_id}.json"
+        if path.exists():
+            try:
+                kind = json.loads(path.read_text())["provenance"]["kind"]
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
+                return "unreadable"
+            return kind if kind in ("measured", "analytic") else "unreadable"
+    return "not measured yet"
+
+
+def _plain_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Columns padded with spaces, never cut: what scripts and CI logs read."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *rows])
 
 
 def _config_and_target(args: argparse.Namespace):
@@ -242,10 +296,24 @@ def _config_and_target(args: argparse.Namespace):
             raise _config_error(f"unknown model '{args.model}'", f"built-in models: {', '.join(MODELS)}")
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, factory=args.model))
     if args.seed is not None:
+        if not 0 <= args.seed < 2 ** 63:
+            raise _config_error(f"--seed must be an integer in [0, 2^63), got {args.seed}")
         config = dataclasses.replace(config, seed=args.seed)
     target = load_target(args.target, target_dirs(args.targets_dir, args.config.resolve().parent if args.config
                                                   else None))
+    _check_profiles_dir(args.profiles_dir or Path("profiles"))
     return config, target
+
+
+def _check_profiles_dir(folder: Path) -> None:
+    """Profiles are written (measured, extended) into this folder: refuse one that can never be a folder now,
+    before any training, rather than when the first kernel is measured."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        from hwprune.errors import OutputError
+        what = "is a file" if blocker == folder else f"lies under {blocker}, which is a file"
+        raise OutputError(f"cannot use the profiles folder {folder}: it {what}, not a folder",
+                          hint="pass --profiles-dir a folder hwprune can write to")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -294,10 +362,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   optimize=args.optimize, storage=args.storage)
     reports, failures, missed = [], [], []
     start = time.perf_counter()
-    with _progress(err, args.quiet) as progress:
-        for outcome in pipeline.run_targets(config, targets, options, out_dirs, progress):
+    # closing: the output folders stay locked while the reports are written, and are let go even on an error
+    with _progress(err, args.quiet) as progress, \
+            contextlib.closing(pipeline.run_targets(config, targets, options, out_dirs, progress)) as outcomes:
+        for outcome in outcomes:
             if outcome.finished_before:
-                data = json.loads((outcome.out_dir / "report.json").read_text())
+                data = _earlier_report(outcome.out_dir / "report.json")
                 reports.append(data)
                 err.print(f"{outcome.target.name}: finished by an earlier run of this command; its results in "
                           f"{outcome.out_dir} are kept", markup=False)
@@ -334,6 +404,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _earlier_report(path: Path) -> dict:
+    """The report a finished earlier run wrote (the user may have edited or damaged it since)."""
+    from hwprune import report
+    from hwprune.errors import OutputError, ReportError
+    try:
+        return report.read(path)
+    except ReportError as exc:
+        raise OutputError(f"{exc.message}; it was written by an earlier, finished run of this command",
+                          hint="pass --force to run the target again, or restore the file") from None
+
+
 def _config_and_targets(args: argparse.Namespace):
     """The config and the targets named by --target (repeatable) or --all-targets, in the order given."""
     from hwprune.targets import available_targets, load_target, target_dirs
@@ -361,9 +442,10 @@ def _config_error(message: str, hint: str = "") -> HwpruneError:
 
 def _print_summary(data: dict, out_dir: Path, console) -> None:
     from rich.table import Table
+    from rich.text import Text
     d, p = data["dense"], data["pruned"]
-    table = Table(title=f"hwprune → {data['target']} (budget {data['budget_ms']:.4f} ms: "
-                        f"{'met' if data['budget_met'] else 'NOT met'})")
+    table = Table(title=Text(f"hwprune → {data['target']} (budget {data['budget_ms']:.4f} ms: "
+                             f"{'met' if data['budget_met'] else 'NOT met'})"))
     table.add_column("")
     table.add_column("dense", justify="right")
     table.add_column("pruned", justify="right")
@@ -375,7 +457,13 @@ def _print_summary(data: dict, out_dir: Path, console) -> None:
     table.add_row("params", f"{d['params']:,}", f"{p['params']:,}")
     console.print(table)
     console.print(f"speedup {data['speedup']:.2f}x; wrote {out_dir / 'model.onnx'}, report.json, report.md "
-                  f"in {data['seconds']['total_s']:.0f} s")
+                  f"in {data['seconds']['total_s']:.0f} s", markup=False, highlight=False)
+
+
+def _one_line(text: str) -> str:
+    """A message as one line of plain text: a newline, escape sequence or other control character from a user
+    value (a TOML key, a file name) is shown escaped, never acted on by the terminal or splitting the line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -414,9 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     except HwpruneError as exc:
         if getattr(args, "debug", False):
             raise
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {_one_line(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {_one_line(exc.hint)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if command is cmd_run:

@@ -49,21 +49,33 @@ def test_targets_lists_x86():
 
 
 @pytest.mark.slow
-def test_end_to_end_on_a_tiny_subset(tmp_path, fashion_dir):
+@pytest.mark.e2e
+def test_end_to_end_on_a_tiny_subset_with_the_live_display(tmp_path, fashion_dir):
+    """The path the README's command takes: Rich's live display in a terminal (80 columns), transient stages
+    (alignment sweep, table measurement) before lasting ones (calibration, training, search), two targets,
+    and the analytic target's warning logged while bars are live."""
+    from test_live_display import in_terminal
     config = tmp_path / "hwprune.toml"
     config.write_text(TINY)
-    out = tmp_path / "out"
-    result = hwprune("--target", "x86-cpu", "--config", str(config), "--limit", "768", "--out", str(out),
-                     "--profiles-dir", str(tmp_path / "profiles"), "--quiet")
-    assert result.returncode in (0, 10), result.stderr
+    code, text = in_terminal(["--target", "x86-cpu", "--target", "arm-cortex-a72", "--config", str(config),
+                              "--limit", "768", "--out", str(tmp_path), "--profiles-dir", str(tmp_path / "profiles")],
+                             columns=80)
+    assert code in (0, 10), text
+    assert "Traceback" not in text and "error:" not in text, text
+    for phrase in ("dense training", "calibrating latency model", "round 1", "analytic profile",
+                   "2 of 2 targets done", "speedup"):
+        assert phrase in text, (phrase, text)
+    out = tmp_path / "x86-cpu"
+    arm = json.loads((tmp_path / "arm-cortex-a72" / "report.json").read_text())
     report = json.loads((out / "report.json").read_text())
+    assert arm["pruned"]["latency_source"] == "predicted"
+    assert code == (0 if report["budget_met"] and arm["budget_met"] else 10)
     for key in ("schema", "target", "budget_ms", "budget_met", "onnx", "host", "versions"):
         assert key in report
     for model in ("dense", "pruned"):
         for key in ("accuracy", "latency_ms", "latency_source", "macs", "params"):
             assert key in report[model]
     assert report["pruned"]["latency_source"] == "measured"
-    assert report["budget_met"] == (result.returncode == 0)
     assert report["budget_met"] == (report["pruned"]["latency_ms"] <= report["budget_ms"])
     assert report["pruned"]["macs"] < report["dense"]["macs"]
     assert all(report["pruned"]["widths"][g] <= w for g, w in report["dense"]["widths"].items())

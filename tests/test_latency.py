@@ -25,6 +25,8 @@ def oracle(cnn, example, tmp_path):
     return LatencyOracle(template, profile, TimingProtocol(), NullProgress()), dense
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_prediction_within_15_percent_of_measurement(oracle):
     """Calibrate on a few networks, then predict networks it has not seen (8-aligned widths)."""
     oracle, dense = oracle
@@ -63,7 +65,8 @@ def test_missing_kernel_is_an_error_not_zero(oracle):
         model.predict(oracle.template.kernels(dense))
 
 
-@pytest.mark.parametrize("field,value,match", [("schema", 99, "schema 99"), ("entries", "x", "wrong type")])
+@pytest.mark.parametrize("field,value,match", [("schema", 99, "schema 99"),
+                                               ("entries", "x", "'entries' must be an object")])
 def test_bad_profile_schema(oracle, tmp_path, field, value, match):
     oracle, dense = oracle
     oracle(dense)

@@ -68,6 +68,8 @@ def reference(tmp_path_factory, fashion_dir) -> tuple[Path, dict]:
     return tmp, outcome(tmp / "uninterrupted")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_same_seed_and_settings_give_the_same_network(reference):
     tmp, expected = reference
     result = run(tmp, tmp / "again")
@@ -81,6 +83,8 @@ def test_same_seed_and_settings_give_the_same_network(reference):
     ("trial:round1:3", ["dense"]),  # mid-search: trials 0-2 are in the Optuna journal
     ("retrain:round:2:step:4", ["dense", "round1"]),  # mid-retraining of the last round
 ])
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(reference, fault, finished):
     tmp, expected = reference
     out = tmp / f"killed-{fault.replace(':', '-')}"
@@ -97,6 +101,8 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_result(reference, fa
     assert not list((out / ".hwprune").glob("*.pt"))  # a finished run keeps only its record and the study
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(reference):
     tmp, expected = reference
     out = tmp / "interrupted"
@@ -120,6 +126,8 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(reference):
     assert outcome(out) == expected
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_an_unfinished_run_with_other_settings_is_not_resumed(reference):
     tmp, _ = reference
     out = tmp / "other-settings"
@@ -138,6 +146,8 @@ def test_an_unfinished_run_with_other_settings_is_not_resumed(reference):
     assert (out / ".hwprune" / "optuna.journal").read_bytes() == journal
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_tampered_checkpoint_is_refused_and_never_executed(reference):
     """State files are loaded with weights_only=True: a pickle that would run code is an error, not a run."""
     tmp, _ = reference

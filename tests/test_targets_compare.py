@@ -29,6 +29,8 @@ def three_targets(tmp_path_factory, fashion_dir):
     return tmp, first, second
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_one_dense_training_serves_every_target_and_later_runs(three_targets):
     tmp, first, second = three_targets
     assert first.returncode in (0, 10), first.stderr
@@ -48,6 +50,8 @@ def test_one_dense_training_serves_every_target_and_later_runs(three_targets):
     assert again["dense_training"]["training_seconds"] == reports[0]["dense_training"]["training_seconds"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_reports_validate_and_respect_each_devices_channel_step(three_targets):
     tmp, first, _ = three_targets
     steps = {}
@@ -63,6 +67,8 @@ def test_reports_validate_and_respect_each_devices_channel_step(three_targets):
     assert steps == {"x86-cpu": 16, "arm-cortex-a72": 4, "jetson-nano": 8}
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_writes_markdown_html_and_pngs(three_targets, tmp_path):
     tmp, _, _ = three_targets
     reports = [str(tmp / "out" / t / "report.json") for t in TARGETS]
@@ -86,6 +92,9 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_comparison_page_renders_in_a_headless_browser(three_targets, tmp_path):
     browser = _chromium()
     assert browser, "chromium is missing: apt-get install -y chromium (scripts/setup.sh installs it)"
@@ -112,6 +121,8 @@ def test_comparison_page_renders_in_a_headless_browser(three_targets, tmp_path):
     ('{"some": "other tool"}', "not an hwprune report"),
     ('{"tool": "hwprune", "schema": 1}', "report schema 1"),
 ])
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_refuses_corrupt_foreign_and_old_reports(three_targets, tmp_path, content, message):
     tmp, _, _ = three_targets
     bad = tmp_path / "report.json"
@@ -121,6 +132,8 @@ def test_compare_refuses_corrupt_foreign_and_old_reports(three_targets, tmp_path
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_refuses_a_report_that_breaks_the_schema(three_targets, tmp_path):
     tmp, _, _ = three_targets
     data = json.loads((tmp / "out" / "x86-cpu" / "report.json").read_text())
@@ -131,6 +144,8 @@ def test_compare_refuses_a_report_that_breaks_the_schema(three_targets, tmp_path
     assert_clean_error(result, 11, "pruned/latency_source")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_validate_rechecks_shipped_models(three_targets, tmp_path):
     tmp, _, _ = three_targets
     x86 = hwprune("validate", str(tmp / "out" / "x86-cpu" / "model.onnx"), "--target", "x86-cpu", "--json",
