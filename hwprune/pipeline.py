@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -105,9 +106,7 @@ def prepare_out_dir(out_dir: Path, force: bool, resuming: bool = False) -> None:
                           hint="pass --force to replace them, or choose another --out")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".hwprune-write-test"
-        probe.write_text("")
-        probe.unlink()
+        tempfile.TemporaryFile(dir=out_dir).close()  # a fresh name, never a link someone planted
     except OSError as exc:
         raise OutputError(f"cannot write to {out_dir}: {exc.strerror}", hint="choose a writable --out") from None
 
@@ -165,9 +164,11 @@ def train_dense(config: ProjectConfig, target: Target, options: RunOptions, prog
                                 options.data_dir or config.data.data_dir or None, config.seed)
     if options.data_limit:
         data = tuple(torch.utils.data.Subset(d, range(min(options.data_limit, len(d)))) for d in data)
+    factories.check_samples(data, config.model.input_shape, config.data.factory)
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = factories.build_model(config.model.factory, config.base_dir)
     example = torch.zeros((target.batch, *config.model.input_shape[1:]))
+    factories.check_input(model, example, config.model.factory)
     widths = {g.name: g.width for g in graph.channel_groups(model, example, config.model.ignore)}
     train_set, _, test_set = data
     key = cache.dense_key(config, model, data)
@@ -193,6 +194,8 @@ def train_dense(config: ProjectConfig, target: Target, options: RunOptions, prog
                   iterations, time.perf_counter() - start, False, key if options.cache_dir else None)
     entry = cache.DenseEntry(model.state_dict(), dense.theta_k.state_dict(), dense.accuracy, rewind_at, iterations,
                              dense.training_seconds)
+    if state and stores[0] == state.dir:
+        state.path(f"dense-{key}.pt")  # listed before cache.store writes it there, so --force knows it
     for store in stores[:1]:  # the cache when there is one (a resumed run finds it there), else the run state
         cache.store(store, key, entry)
     if state:
@@ -464,15 +467,27 @@ def run_targets(config: ProjectConfig, targets: list[Target], options: RunOption
 
     Every output folder is checked before anything runs. A target-specific failure (infeasible budget,
     profile, export) is reported for that target and the others go on; model, data and config errors
-    concern all targets and stop the run.
+    concern all targets and stop the run. The output folders stay locked against other runs (RunState.open)
+    until the generator is exhausted or closed, so the caller writes each report while they still are.
     """
+    states: dict[str, RunState] = {}
+    try:
+        yield from _run_targets(config, targets, options, out_dirs, progress, states)
+    finally:
+        for state in states.values():
+            state.release()
+
+
+def _run_targets(config: ProjectConfig, targets: list[Target], options: RunOptions, out_dirs: dict[str, Path],
+                 progress: Progress, states: dict[str, RunState]) -> Iterator[TargetOutcome]:
+    """run_targets' work; every state it opens goes into `states` at once, for run_targets to release."""
     done = {t.name for t in targets if finished_here(config, t, dataclasses.replace(options, out_dir=out_dirs[t.name]))}
     if done and len(done) < len(targets) and not options.force:  # resuming a run that finished some targets
         targets_to_run = [t for t in targets if t.name not in done]
     else:
         targets_to_run = targets
-    states = {t.name: open_state(config, t, dataclasses.replace(options, out_dir=out_dirs[t.name]))
-              for t in targets_to_run}
+    for t in targets_to_run:
+        states[t.name] = open_state(config, t, dataclasses.replace(options, out_dir=out_dirs[t.name]))
     studies = {t.name: study_places(options, states[t.name], t) for t in targets_to_run}  # bad --storage: now
     unusable = {t.name: problem for t in targets_to_run if (problem := profile_problem(t, options))}
     dense: Dense | None = None
@@ -527,7 +542,12 @@ def earlier_run(config: ProjectConfig, target: Target, options: RunOptions) -> t
     """(this run's settings fingerprint, the stages an earlier run of the same settings finished in the output
     folder; None when there is none or it had other settings)."""
     fp = settings_fingerprint(config, target, options.data_dir, options.data_limit)
-    info = RunState(options.out_dir / STATE_DIR, fp).info() if (options.out_dir / STATE_DIR).is_dir() else None
+    try:
+        info = RunState(options.out_dir / STATE_DIR, fp).info() if (options.out_dir / STATE_DIR).is_dir() else None
+    except OutputError:
+        if not options.force:
+            raise
+        info = None  # unreadable: --force discards it (RunState.open)
     return fp, (list(info.get("stages", [])) if info and info.get("fingerprint") == fp else None)
 
 
@@ -563,6 +583,7 @@ def profile_target(config: ProjectConfig, target: Target, profiles_dir: Path, ne
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = factories.build_model(config.model.factory, config.base_dir).eval()
     example = torch.zeros((target.batch, *config.model.input_shape[1:]))
+    factories.check_input(model, example, config.model.factory)
     widths = {g.name: g.width for g in graph.channel_groups(model, example, config.model.ignore)}
     template = build_template(model, example, export.export(model, example), widths, config.model.ignore)
     profile = profiles.open_profile(target.profile, settings, profiles_dir, target.arch)

@@ -9,16 +9,20 @@ are loaded with `weights_only=True`.
 
 A state written with other settings is never resumed silently: the run stops and says so (--force starts
 over). A finished run keeps `run.json` and the study; its weight files are deleted.
+
+`run.json` also lists every file the state handed out (`files`), so --force deletes only those: a file of
+the user's in the folder is kept. One run at a time writes a folder: the state holds `lock` (fcntl.flock)
+from `open` until `release`, and a second run is refused while it does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import io
 import json
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,9 @@ from hwprune.targets import Target
 
 STATE_DIR = ".hwprune"
 FORMAT = 1
+LOCK = "lock"
+# what a state without a readable `files` list (unreadable run.json, or one written before the list) may hold
+_HWPRUNE_NAMES = ("run.json", "optuna.journal", "optuna.journal.lock", "dense-*.pt", "round-*.pt")
 
 
 def settings_fingerprint(config: ProjectConfig, target: Target, data_dir: str | None, data_limit: int | None) -> str:
@@ -48,30 +55,72 @@ class RunState:
 
     dir: Path
     fingerprint: str
+    lock: atomic.FileLock | None = field(default=None, compare=False, repr=False)  # held from open to release
 
     @classmethod
     def open(cls, out_dir: Path, fingerprint: str, force: bool) -> tuple[RunState, bool]:
-        """(state, resuming). --force discards an earlier state; one written with other settings is refused."""
-        state = cls(out_dir / STATE_DIR, fingerprint)
-        info = state.info()
-        if info is not None and force:
-            shutil.rmtree(state.dir)
-            info = None
-        if info is not None and info.get("fingerprint") != fingerprint:
-            raise OutputError(f"{out_dir} holds an unfinished run with other settings (state in {state.dir})",
-                              hint="run the same command as before to resume it, pass --force to discard it, "
-                                   "or choose another --out")
-        resuming = info is not None and bool(info.get("stages"))
-        if info is None:
-            state._write_info({"fingerprint": fingerprint, "stages": []})
+        """(state, resuming), locked against other runs until `release()`. --force discards an earlier state
+        (an unreadable one too); one written with other settings is refused."""
+        state = cls(out_dir / STATE_DIR, fingerprint, atomic.FileLock(out_dir / STATE_DIR / LOCK))
+        if not state.lock.acquire(wait=False):
+            pid = state.lock.holder()
+            raise OutputError(f"another hwprune run{f' (pid {pid})' if pid else ''} is writing {out_dir}",
+                              hint="wait for it to finish, or choose another --out")
+        try:
+            try:
+                info = state.info()
+            except OutputError:
+                if not force:
+                    raise
+                info = {}
+            if info is not None and force:
+                state.discard()
+                info = None
+            if info is not None and info.get("fingerprint") != fingerprint:
+                raise OutputError(f"{out_dir} holds an unfinished run with other settings (state in {state.dir})",
+                                  hint="run the same command as before to resume it, pass --force to discard it, "
+                                       "or choose another --out")
+            resuming = info is not None and bool(info.get("stages"))
+            if info is None:
+                state._write_info({"fingerprint": fingerprint, "stages": [], "files": []})
+        except BaseException:
+            state.release()
+            raise
         return state, resuming
+
+    def release(self) -> None:
+        """Let other runs write the folder again (once this run's outputs are written)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def files(self) -> list[str]:
+        """The files this state wrote or handed out (the names hwprune uses when its record is unreadable)."""
+        try:
+            info = self.info()
+        except OutputError:
+            info = None
+        names = info.get("files") if isinstance(info, dict) else None
+        if not isinstance(names, list):
+            names = sorted({p.name for pattern in _HWPRUNE_NAMES for p in self.dir.glob(pattern)})
+        return [n for n in names if isinstance(n, str) and n not in ("", ".", "..", LOCK) and "/" not in n
+                and "\\" not in n]
+
+    def discard(self) -> None:
+        """--force: delete what this state wrote (its files, their temp files, run.json), nothing else: a file
+        of the user's in the folder stays. The lock stays too (see atomic.FileLock)."""
+        for name in [*self.files(), "run.json"]:
+            for path in [self.dir / name, *self.dir.glob(f".{glob.escape(name)}.*.tmp*")]:
+                path.unlink(missing_ok=True)
 
     def info(self) -> dict[str, Any] | None:
         path = self.dir / "run.json"
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
+            info = json.loads(path.read_text())
+            if not isinstance(info, dict) or not isinstance(info.get("stages"), list):
+                raise ValueError("not hwprune's run record")
+            return info
         except (OSError, ValueError) as exc:
             raise OutputError(f"unreadable run state {path} ({exc})",
                               hint="pass --force to discard it and start over") from None
@@ -91,6 +140,11 @@ class RunState:
             self._write_info(info)
 
     def path(self, name: str) -> Path:
+        """The path of state file `name`, listed in run.json first, so --force knows it is hwprune's."""
+        info = self.info()
+        if info is not None and name not in info.setdefault("files", []):
+            info["files"].append(name)
+            self._write_info(info)
         return self.dir / name
 
     def save(self, name: str, payload: dict[str, Any]) -> None:
@@ -110,10 +164,12 @@ class RunState:
                               hint="pass --force to discard the run state and start over") from None
 
     def journal(self) -> Path:
+        self.path("optuna.journal.lock")  # Optuna's own lock, left behind when a run is killed while it writes
         return self.path("optuna.journal")
 
     def finish(self) -> None:
-        """Keep the record and the study, drop the weight files."""
+        """Keep the record and the study, drop the weight files (hwprune's only)."""
         self.mark("finished")
-        for file in self.dir.glob("*.pt"):
-            file.unlink()
+        for name in self.files():
+            if name.endswith(".pt"):
+                (self.dir / name).unlink(missing_ok=True)
