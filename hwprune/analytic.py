@@ -40,9 +40,18 @@ class AnalyticSpec:
         if unknown:
             raise KeyError(f"unknown analytic field '{unknown[0]}'")
         spec = cls(**data)
-        for name in ("peak_gflops", "memory_gbps", "compute_efficiency", "memory_efficiency"):
-            if not float(getattr(spec, name)) > 0:
-                raise ValueError(f"analytic.{name} must be positive")
+        for name in ("peak_gflops", "memory_gbps", "compute_efficiency", "memory_efficiency", "kernel_overhead_us",
+                     "call_overhead_us"):
+            value = getattr(spec, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"analytic.{name} must be a finite number, got {value!r}")
+            if value < 0 or (value == 0 and not name.endswith("overhead_us")):
+                raise ValueError(f"analytic.{name} must be {'≥ 0' if name.endswith('overhead_us') else 'positive'}")
+        multiple = spec.channel_multiple
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            raise ValueError(f"analytic.channel_multiple must be a positive integer, got {multiple!r}")
+        if not isinstance(spec.sources, dict):
+            raise ValueError(f"analytic.sources must be an object (field → citation), got {spec.sources!r}")
         missing = [f for f in ("peak_gflops", "memory_gbps", "channel_multiple", "kernel_overhead_us",
                                "call_overhead_us") if f not in spec.sources]
         if missing:

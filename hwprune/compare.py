@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from hwprune import atomic, report
 from hwprune.errors import OutputError, ReportError
@@ -49,7 +51,7 @@ def latency_source(r: dict[str, Any], which: str = "pruned") -> str:
     m = r[which]
     if m["latency_source"] == "measured":
         return f"measured on {r['host']['hostname']} ({r['host']['cpu']})"
-    return f"predicted from profile `{r['profile']['id']}` ({r['profile']['provenance']})"
+    return f"predicted from profile '{r['profile']['id']}' ({r['profile']['provenance']})"
 
 
 def rows(c: Comparison) -> list[dict[str, str]]:
@@ -77,20 +79,21 @@ def rows(c: Comparison) -> list[dict[str, str]]:
 def plot_channels(c: Comparison, path: Path) -> None:
     import matplotlib.pyplot as plt
     groups = list(dict.fromkeys(g for r in c.reports for g in r["dense"]["widths"]))
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.7 * len(groups) * (1 + len(c.reports) / 3)), 4.2))
+    # capped: matplotlib refuses an image over 2^16 pixels a side (a report may list any number of groups)
+    fig, ax = plt.subplots(figsize=(min(400.0, max(7.0, 0.7 * len(groups) * (1 + len(c.reports) / 3))), 4.2))
     width = 0.8 / (len(c.reports) + 1)
     dense = c.reports[0]["dense"]["widths"]
-    ax.bar([i for i in range(len(groups))], [dense.get(g, 0) for g in groups], width * (len(c.reports) + 1),
-           color="#dddddd", label="dense", zorder=0)
+    entries = [(ax.bar([i for i in range(len(groups))], [dense.get(g, 0) for g in groups],
+                       width * (len(c.reports) + 1), color="#dddddd", zorder=0), "dense")]
     for k, (label, r) in enumerate(c.items()):
         kept = r["pruned"]["widths"]
         xs = [i - 0.4 + width * (k + 1) for i in range(len(groups))]
-        ax.bar(xs, [kept.get(g, 0) for g in groups], width,
-               label=f"{label} (step {r['target_settings']['channel_multiple']})", zorder=2)
-    ax.set_xticks(range(len(groups)), groups, rotation=35, ha="right", fontsize=8)
+        entries.append((ax.bar(xs, [kept.get(g, 0) for g in groups], width, zorder=2),
+                        f"{label} (step {r['target_settings']['channel_multiple']})"))
+    ax.set_xticks(range(len(groups)), [_plain(g) for g in groups], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("output channels kept")
     ax.set_title("Kept channels per coupled group")
-    ax.legend(fontsize=8)
+    _legend(ax, entries, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 
@@ -105,10 +108,10 @@ def plot_breakdown(c: Comparison, path: Path) -> None:
         ax.bar(range(len(dense)), [k["ms"] * 1000 for k in dense], color="#cccccc", label="dense")
         ax.bar(range(len(pruned)), [k["ms"] * 1000 for k in pruned], width=0.5, label="pruned")
         ticks = pruned if len(pruned) >= len(dense) else dense
-        ax.set_xticks(range(len(ticks)), [f"{i}: {k['op']}" for i, k in enumerate(ticks)], rotation=60, ha="right",
-                      fontsize=6)
+        ax.set_xticks(range(len(ticks)), [_plain(f"{i}: {k['op']}") for i, k in enumerate(ticks)], rotation=60,
+                      ha="right", fontsize=6)
         ax.set_ylabel("µs")
-        ax.set_title(f"{label}: {len(pruned)} kernels, {b['source']} entries", fontsize=9)
+        ax.set_title(_plain(f"{label}: {len(pruned)} kernels, {b['source']} entries"), fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
@@ -117,6 +120,7 @@ def plot_breakdown(c: Comparison, path: Path) -> None:
 def plot_accuracy_latency(c: Comparison, path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    entries = []
     for k, (label, r) in enumerate(c.items()):
         color = f"C{k}"
         d, p = r["dense"], r["pruned"]
@@ -124,16 +128,28 @@ def plot_accuracy_latency(c: Comparison, path: Path) -> None:
         ax.annotate("", (p["latency_ms"], p["accuracy"]), (d["latency_ms"], d["accuracy"]),
                     arrowprops={"arrowstyle": "->", "color": color, "alpha": 0.6})
         ax.scatter([d["latency_ms"]], [d["accuracy"]], marker=marker, facecolors="none", edgecolors=color)
-        ax.scatter([p["latency_ms"]], [p["accuracy"]], marker=marker, color=color,
-                   label=f"{label} ({p['latency_source']})")
+        entries.append((ax.scatter([p["latency_ms"]], [p["accuracy"]], marker=marker, color=color),
+                        f"{label} ({p['latency_source']})"))
         ax.axvline(r["budget_ms"], color=color, linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale; dotted: budget; hollow: dense, filled: pruned)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy against latency per target")
-    ax.legend(fontsize=8)
+    _legend(ax, entries, fontsize=8)
     ax.grid(alpha=0.3, which="both")
     _save(fig, path)
+
+
+def _plain(text: str) -> str:
+    """`text` shown as written: matplotlib reads a pair of `$` as math (`a_$x^2$` would render as a formula, and
+    an unbalanced formula raises); an escaped `\\$` is a literal dollar sign."""
+    return text.replace("$", r"\$")
+
+
+def _legend(ax, entries: list[tuple[Any, str]], **kwargs) -> None:
+    """A legend of (artist, label) as written: labels handed over explicitly, so one starting with `_` is not
+    dropped (matplotlib's automatic legend skips those), and `$` is not read as math."""
+    ax.legend([artist for artist, _ in entries], [_plain(label) for _, label in entries], **kwargs)
 
 
 def _save(fig, path: Path) -> None:
@@ -151,26 +167,31 @@ def render_plots(c: Comparison, folder: Path, stem: str) -> dict[str, Path]:
     paths = {}
     for name, make in makers.items():
         path = folder / f"{stem}-{name}.png"
-        tmp = folder / f".{path.name}.tmp.png"
-        make(c, tmp)
-        tmp.replace(path)
+        with atomic.replacing(path) as tmp:  # a fresh temp name, never a link planted under a known one
+            make(c, tmp)
         paths[name] = path
     return paths
 
 
-def _notes(c: Comparison) -> list[str]:
+def _notes(c: Comparison, text: Callable[[Any], str] = report.md_text,
+           code: Callable[[Any], str] = report.md_code) -> list[str]:
+    """The notes, every value from a report passed through `text` (or `code`): Markdown or HTML escaping."""
     notes = []
     for label, r in c.items():
         if r["profile"]["provenance"] == "analytic":
-            notes.append(f"{label}: every latency is a roofline prediction from published specs (analytic "
-                         f"profile `{r['profile']['id']}`), never measured; run `hwprune profile --target "
-                         f"{r['target']}` on the device.")
+            notes.append(f"{text(label)}: every latency is a roofline prediction from published specs (analytic "
+                         f"profile {code(r['profile']['id'])}), never measured; run "
+                         f"{code('hwprune profile --target ' + r['target'])} on the device.")
         elif not r["profile"]["measured_here"]:
-            notes.append(f"{label}: latencies predicted from a profile measured on another host.")
+            notes.append(f"{text(label)}: latencies predicted from a profile measured on another host.")
     models = {r["model"] for r in c.reports}
     if len(models) > 1:
-        notes.append(f"The reports prune different models ({', '.join(sorted(models))}).")
+        notes.append(f"The reports prune different models ({', '.join(text(m) for m in sorted(models))}).")
     return notes
+
+
+def _html_code(value: Any) -> str:
+    return f"<code>{html.escape(str(value))}</code>"
 
 
 def to_markdown(c: Comparison, images: dict[str, str]) -> str:
@@ -178,13 +199,13 @@ def to_markdown(c: Comparison, images: dict[str, str]) -> str:
     headers = list(table[0])
     lines = ["# hwprune: one model, several devices", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row[h].replace("|", "\\|") for h in headers) + " |" for row in table]
+    lines += ["| " + " | ".join(report.md_text(row[h]) for h in headers) + " |" for row in table]
     notes = _notes(c)
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     for name, title in PLOTS.items():
-        lines += ["", f"## {title}", "", f"![{title}]({images[name]})"]
-    lines += ["", "Reports: " + ", ".join(f"`{p}`" for p in c.sources), ""]
+        lines += ["", f"## {title}", "", f"![{title}]({quote(images[name])})"]  # a space or ( in --md's name
+    lines += ["", "Reports: " + ", ".join(report.md_code(p) for p in c.sources), ""]
     return "\n".join(lines)
 
 
@@ -199,7 +220,7 @@ def to_html(c: Comparison, pngs: dict[str, Path]) -> str:
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
         f'{base64.b64encode(pngs[name].read_bytes()).decode()}"><figcaption>{html.escape(title)}</figcaption></figure>'
         for name, title in PLOTS.items())
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in _notes(c))
+    notes = "".join(f"<li>{n}</li>" for n in _notes(c, html.escape, _html_code))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>hwprune comparison</title>
 <style>
@@ -237,6 +258,11 @@ def write(c: Comparison, md_path: Path, html_path: Path, force: bool = False) ->
     folder = md_path.parent
     stem = md_path.stem
     planned = [md_path, html_path, *(folder / f"{stem}-{n}.png" for n in PLOTS)]
+    if md_path.resolve() == html_path.resolve():
+        raise OutputError(f"--md and --html both name {md_path}", hint="give the two files different names")
+    folders = [str(p) for p in planned if p.is_dir()]
+    if folders:  # --force replaces files, never a folder
+        raise OutputError(f"{folders[0]} is a folder, not a file", hint="choose other paths for --md / --html")
     existing = [str(p) for p in planned if p.exists()]
     if existing and not force:
         raise OutputError(f"{existing[0]} already exists", hint="pass --force to replace it, or choose other paths")

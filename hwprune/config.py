@@ -6,6 +6,7 @@ No config file means the built-in Fashion-MNIST example (`ProjectConfig()` defau
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -98,6 +99,11 @@ class ProjectConfig:
     base_dir: str = "."  # directory that factory modules are resolved from (the config file's folder)
 
 
+INT_LIMIT = 2 ** 63  # TOML integers are signed 64-bit
+MAX_THREADS = 4096
+MAX_INPUT_ELEMENTS = 10 ** 8  # per sample: larger is a typo, not a network to prune on a CPU
+
+
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     """Validate (and lightly coerce) one TOML value against a dataclass field type."""
     origin = typing.get_origin(hint)
@@ -111,10 +117,14 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int) and abs(value) >= INT_LIMIT or not math.isfinite(value):  # TOML has nan, inf
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if abs(value) >= INT_LIMIT:  # tomllib reads integers of any size; TOML's are 64-bit
+            raise ConfigError(f"{where}: integer {value} is out of range")
         return value
     if hint is str:
         if not isinstance(value, str):
@@ -155,8 +165,16 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found", hint="check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a TOML file", hint="check the path") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})", hint="check the path") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})", hint="fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML (not UTF-8 text)", hint="save the file as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML (nested too deeply)", hint="fix the syntax") from None
 
 
 def load_config(path: Path | None) -> ProjectConfig:
@@ -175,13 +193,19 @@ def validate(config: ProjectConfig, where: str) -> None:
     """Range checks that types alone cannot express."""
     checks = [
         (config.train.epochs >= 1, "[train] epochs must be ≥ 1"),
-        (config.train.retrain_epochs > 0, "[train] retrain_epochs must be > 0"),
+        (0 < config.train.retrain_epochs <= 10_000, "[train] retrain_epochs must be in (0, 10000]"),
         (config.train.batch_size >= 1, "[train] batch_size must be ≥ 1"),
         (config.train.lr > 0, "[train] lr must be > 0"),
+        (0 < config.train.momentum < 1, "[train] momentum must be in (0, 1) (SGD with Nesterov momentum)"),
+        (config.train.weight_decay >= 0, "[train] weight_decay must be ≥ 0"),
+        (0 <= config.train.label_smoothing < 1, "[train] label_smoothing must be in [0, 1)"),
+        (0 <= config.train.warmup_fraction < 1, "[train] warmup_fraction must be in [0, 1)"),
+        (1 <= config.train.threads <= MAX_THREADS, f"[train] threads must be in [1, {MAX_THREADS}]"),
         (config.train.precision in ("fp32", "bf16"), "[train] precision must be 'fp32' or 'bf16'"),
         (0 <= config.train.distill <= 1, "[train] distill must be in [0, 1]"),
         (config.train.distill_temperature > 0, "[train] distill_temperature must be > 0"),
         (config.imp.rounds >= 1, "[imp] rounds must be ≥ 1"),
+        (config.imp.extra_rounds >= 0, "[imp] extra_rounds must be ≥ 0"),
         (config.imp.rewind in ("lr", "weights"), "[imp] rewind must be 'lr' or 'weights'"),
         (0 < config.imp.intermediate_share <= 1, "[imp] intermediate_share must be in (0, 1]"),
         (0 < config.imp.rewind_fraction < 1, "[imp] rewind_fraction must be in (0, 1)"),
@@ -194,6 +218,9 @@ def validate(config: ProjectConfig, where: str) -> None:
         (config.search.proxy_steps >= 0, "[search] proxy_steps must be ≥ 0"),
         (len(config.model.input_shape) >= 2 and all(d >= 1 for d in config.model.input_shape),
          "[model] input_shape must be positive, e.g. [1, 3, 32, 32]"),
+        (math.prod(config.model.input_shape[1:]) <= MAX_INPUT_ELEMENTS,
+         f"[model] input_shape is too large (over {MAX_INPUT_ELEMENTS:,} values per sample)"),
+        (config.seed >= 0, "seed must be ≥ 0"),
         (":" in config.model.factory or config.model.factory in MODELS,
          f"[model] factory must be 'module:function' or a built-in model ({', '.join(MODELS)})"),
         (":" in config.data.factory, "[data] factory must look like 'module:function'"),

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from hwprune import models
-from hwprune.errors import DataError, HwpruneError, ModelError
+from hwprune.errors import ConfigError, DataError, HwpruneError, ModelError
 
 
 def load_callable(spec: str, base_dir: str, what: str, error: type[HwpruneError]) -> Callable[..., Any]:
@@ -52,6 +53,38 @@ def build_model(spec: str, base_dir: str) -> nn.Module:
         raise ModelError(f"model factory '{spec}' returned {type(model).__name__}, not a torch.nn.Module",
                          hint="return an nn.Module instance")
     return model
+
+
+def check_input(model: nn.Module, example: torch.Tensor, spec: str) -> None:
+    """The model runs on the configured input shape: one forward pass, before anything is traced or trained.
+    The forward is the user's code, so whatever it raises is reported as theirs (exit 4, no traceback)."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise ModelError(f"model '{spec}' fails on an input of shape {list(example.shape)} ({type(exc).__name__}: "
+                         f"{text[0] if text else ''})",
+                         hint="set [model] input_shape to the shape the model takes, e.g. [1, 3, 32, 32]") from None
+    finally:
+        model.train(training)
+
+
+def check_samples(data: tuple[Dataset, ...], input_shape: tuple[int, ...], spec: str) -> None:
+    """The data's samples have the shape [model] input_shape promises (without the batch dimension)."""
+    try:
+        sample = data[0][0]
+    except Exception as exc:
+        raise DataError(f"data factory '{spec}': reading the first training sample failed ({type(exc).__name__}: "
+                        f"{exc})", hint="the dataset's __getitem__ must return (input tensor, class index)") from None
+    if not (isinstance(sample, tuple | list) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
+        raise DataError(f"data factory '{spec}': a sample must be (input tensor, class index), got "
+                        f"{type(sample).__name__}", hint="return (input, label) pairs from the datasets")
+    if tuple(sample[0].shape) != tuple(input_shape[1:]):
+        raise ConfigError(f"[model] input_shape {list(input_shape)} does not match the data: its samples have shape "
+                          f"{list(sample[0].shape)} (without the batch dimension)",
+                          hint=f"set [model] input_shape = {[1, *sample[0].shape]}")
 
 
 def build_data(spec: str, base_dir: str, data_dir: str | None, seed: int) -> tuple[Dataset, Dataset, Dataset]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import platform
 import socket
@@ -158,12 +159,33 @@ class DeviceProfile:
         }
 
     def save(self, path: Path | None = None) -> None:
-        path = path or self.path
+        """Write the table, merged with the file's: runs sharing a profile each measure kernels into it, and
+        under `<file>.lock` the file is re-read, what it holds that this object lacks is added here, and the
+        union is written, so no run's measurements are lost. For a key both hold, this object's value wins (it
+        may be a deliberate re-measurement). A file that changed into another profile is not overwritten."""
+        path = Path(path) if path is not None else self.path
         if path is None:
             raise ProfileError("profile has no file to save to")
-        self.provenance["updated"] = _now()
-        atomic.write_json(path, self.to_json())
+        with atomic.FileLock(path.with_name(path.name + ".lock")):
+            if path.exists():
+                self._merge(DeviceProfile.load(path))
+            self.provenance["updated"] = _now()
+            atomic.write_json(path, self.to_json())
         self.path = path
+
+    def _identity(self) -> tuple:
+        return self.id, self.fingerprint, self.settings, self.ort_version, self.kind
+
+    def _merge(self, disk: DeviceProfile) -> None:
+        if disk._identity() != self._identity():
+            raise ProfileError(f"{disk.path} now holds another profile ({disk.describe()}), not {self.describe()}",
+                               hint="two runs made different profiles under one id: move one file away, or give "
+                                    "the targets different profile ids")
+        for key, entry in disk.entries.items():  # in place: the latency model holds this dict
+            self.entries.setdefault(key, entry)
+        for key, calibration in disk.calibrations.items():
+            self.calibrations.setdefault(key, calibration)
+        self.alignment = self.alignment or disk.alignment
 
     @classmethod
     def load(cls, path: Path) -> DeviceProfile:
@@ -171,7 +193,10 @@ class DeviceProfile:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ProfileError(f"{path}: profile not found", hint="run `hwprune profile --target NAME`") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except RecursionError:  # json recurses per nesting level
+            raise ProfileError(f"{path}: not a readable JSON profile (nested too deeply)",
+                               hint="delete it to re-measure, or restore it from version control") from None
+        except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
             raise ProfileError(f"{path}: not a readable JSON profile ({exc})",
                                hint="delete it to re-measure, or restore it from version control") from None
         return cls.from_json(data, path)
@@ -192,19 +217,34 @@ class DeviceProfile:
                                f"{PROFILE_SCHEMA})", hint="delete the file and re-measure with `hwprune profile`")
         device = need(data, "device", dict)
         rt = need(data, "runtime", dict)
-        try:
-            fingerprint = HostFingerprint(str(device["cpu"]), str(device["arch"]), tuple(device["isa"]),
-                                          int(device["cores"]))
-            settings = RuntimeSettings(tuple(rt["providers"]), int(rt["intra_op_threads"]),
-                                       str(rt["graph_optimization"]))
-            entries = {k: Entry(**v) for k, v in need(data, "entries", dict).items()}
-            calibrations = {k: Calibration(**v) for k, v in data.get("calibration", {}).items()}
-            alignment = data.get("alignment")
-            if alignment is not None:
-                int(alignment["preferred_channel_multiple"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProfileError(f"{path}: malformed profile ({type(exc).__name__}: {exc})",
-                               hint="re-measure the profile") from None
+        field = _FieldCheck(path)  # every value's type and range, so a hand-edited file fails here, not later
+        fingerprint = HostFingerprint(field.text(device, "cpu", "device."), field.text(device, "arch", "device."),
+                                      tuple(field.texts(device, "isa", "device.")),
+                                      field.integer(device, "cores", "device.", minimum=1))
+        providers = field.texts(rt, "providers", "runtime.")
+        if not providers:
+            raise ProfileError(f"{path}: field 'runtime.providers' is empty", hint="re-measure the profile")
+        optimization = field.text(rt, "graph_optimization", "runtime.")
+        if optimization not in ("disable", "basic", "extended", "all"):
+            raise ProfileError(f"{path}: field 'runtime.graph_optimization' must be disable, basic, extended or "
+                               f"all, got {_show(optimization)}", hint="re-measure the profile")
+        settings = RuntimeSettings(tuple(providers), field.integer(rt, "intra_op_threads", "runtime.", minimum=1),
+                                   optimization)
+        entries = {key: Entry(field.number(v, "median_ms", where), field.number(v, "p90_ms", where),
+                              field.number(v, "spread", where), field.integer(v, "n", where),
+                              field.text(v, "op", where))
+                   for key, v, where in field.table(data, "entries", Entry)}
+        calibrations = {key: Calibration(field.number(v, "scale", where, positive=True),
+                                         field.number(v, "offset_ms", where, minimum=None),
+                                         field.integer(v, "networks", where),
+                                         field.number(v, "max_error_pct", where))
+                        for key, v, where in field.table(data, "calibration", Calibration, required=False)}
+        alignment = data.get("alignment")
+        if alignment is not None:
+            if not isinstance(alignment, dict):
+                raise ProfileError(f"{path}: field 'alignment' must be an object, got {_show(alignment)}",
+                                   hint="re-measure the profile")
+            field.integer(alignment, "preferred_channel_multiple", "alignment.", minimum=1)
         provenance = need(data, "provenance", dict)
         kind = provenance.get("kind")
         if kind not in ("measured", "analytic"):
@@ -217,9 +257,84 @@ class DeviceProfile:
                 raise ProfileError(f"{path}: malformed field 'analytic' ({exc})",
                                    hint="every device figure needs a value and a citation in analytic.sources"
                                    ) from None
+        protocol = data.get("protocol", {})
+        if not isinstance(protocol, dict):
+            raise ProfileError(f"{path}: field 'protocol' must be an object, got {_show(protocol)}",
+                               hint="re-measure the profile")
+        overhead_ms = field.number(data, "overhead_ms", "", required=False)
         return cls(str(need(data, "id", str)), fingerprint, settings, str(need(rt, "onnxruntime", str, "runtime.")),
-                   provenance, data.get("protocol", {}), float(data.get("overhead_ms", 0.0)), entries,
-                   calibrations, Path(path), spec, alignment)
+                   provenance, protocol, overhead_ms, entries, calibrations, Path(path), spec, alignment)
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """A value for an error message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _FieldCheck:
+    """Typed access to a profile's fields; a missing or mistyped one is a ProfileError naming the file and field."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _fail(self, field: str, what: str, value: Any) -> ProfileError:
+        return ProfileError(f"{self.path}: field '{field}' must be {what}, got {_show(value)}",
+                            hint="the profile is corrupt or hand-edited; restore it or re-measure it")
+
+    def _get(self, obj: dict[str, Any], key: str, where: str, required: bool = True, default: Any = None) -> Any:
+        if key not in obj:
+            if required:
+                raise ProfileError(f"{self.path}: missing field '{where}{key}'",
+                                   hint="the profile is corrupt; re-measure it")
+            return default
+        return obj[key]
+
+    def text(self, obj: dict[str, Any], key: str, where: str) -> str:
+        value = self._get(obj, key, where)
+        if not isinstance(value, str):
+            raise self._fail(where + key, "a string", value)
+        return value
+
+    def texts(self, obj: dict[str, Any], key: str, where: str) -> list[str]:
+        value = self._get(obj, key, where)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):  # tuple: to_json()
+            raise self._fail(where + key, "a list of strings", value)
+        return list(value)
+
+    def integer(self, obj: dict[str, Any], key: str, where: str, minimum: int = 0) -> int:
+        value = self._get(obj, key, where)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self._fail(where + key, f"an integer ≥ {minimum}", value)
+        return value
+
+    def number(self, obj: dict[str, Any], key: str, where: str, minimum: float | None = 0.0,
+               positive: bool = False, required: bool = True) -> float:
+        value = self._get(obj, key, where, required, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or (minimum is not None and value < minimum) or (positive and value <= 0):
+            what = "a finite number" + (" > 0" if positive else f" ≥ {minimum:g}" if minimum is not None else "")
+            raise self._fail(where + key, what, value)
+        return float(value)
+
+    def table(self, obj: dict[str, Any], key: str, kind: type, required: bool = True
+              ) -> list[tuple[str, dict[str, Any], str]]:
+        """(key, object, where) per item of the object `obj[key]`, whose items all have `kind`'s fields."""
+        items = self._get(obj, key, "", required, {})
+        if not isinstance(items, dict):
+            raise self._fail(key, "an object", items)
+        fields = set(kind.__dataclass_fields__)
+        out = []
+        for i, (name, value) in enumerate(items.items()):
+            where = f"{key}[{i}]."
+            if not isinstance(value, dict):
+                raise self._fail(where[:-1], "an object", value)
+            unknown = sorted(set(value) - fields)
+            if unknown:
+                raise ProfileError(f"{self.path}: unknown field '{where}{unknown[0]}'",
+                                   hint="the profile is corrupt or hand-edited; restore it or re-measure it")
+            out.append((name, value, where))
+        return out
 
 
 def _now() -> str:

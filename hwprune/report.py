@@ -8,6 +8,8 @@ is refused with a ReportError naming the file and the first problem.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
@@ -35,21 +37,65 @@ def problems(report: Any) -> list[str]:
             for e in sorted(validator.iter_errors(report), key=lambda e: list(map(str, e.absolute_path)))]
 
 
+def _finite_only(constant: str) -> float:
+    """json.loads hook: Python's json reads NaN and Infinity, which JSON (and hwprune's reports) never hold."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
+def md_text(value: Any) -> str:
+    """`value` as literal Markdown text on one line: a table cell or a heading cannot be broken or re-styled by
+    a `|`, a newline, `<tag>` or `*emphasis*` inside a name or description."""
+    text = " ".join(str(value).split())  # newlines, tabs and other line breaks become one space
+    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
+
+
+def md_code(value: Any) -> str:
+    """`value` as an inline code span on one line (safe inside a table cell)."""
+    text = " ".join(str(value).split())
+    text = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text).replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+_MD_SPECIAL = set("\\`*_[]<>|~&$")  # inline specials; a value never starts a line (no #, -, +)
+
+
 def read(path: Path) -> dict[str, Any]:
     """A report.json, validated; ReportError (one line, with the file) for anything else."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_finite_only,
+                          parse_float=_finite_float)
     except FileNotFoundError:
         raise ReportError(f"{path}: no such report", hint="give the report.json files hwprune wrote") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: not a readable JSON file ({exc})", hint="the file is corrupt; re-run hwprune "
                           "for that target") from None
+    except RecursionError:  # json (and the schema check) recurse per nesting level
+        raise ReportError(f"{path}: not a readable JSON file (nested too deeply)",
+                          hint="the file is corrupt; re-run hwprune for that target") from None
+    except ValueError as exc:  # _finite_only: NaN, Infinity or a number too large for a float
+        raise ReportError(f"{path}: invalid report ({exc})",
+                          hint="the file was edited or truncated; re-run hwprune for that target") from None
     if not isinstance(data, dict) or data.get("tool") != "hwprune":
         raise ReportError(f"{path}: not an hwprune report", hint="give the report.json files hwprune wrote")
     if data.get("schema") != REPORT_SCHEMA:
         raise ReportError(f"{path}: report schema {data.get('schema')!r}, this hwprune reads schema {REPORT_SCHEMA}",
                           hint="re-run the target with this hwprune version")
-    found = problems(data)
+    try:
+        found = problems(data)
+    except RecursionError:
+        raise ReportError(f"{path}: invalid report (nested too deeply)",
+                          hint="the file was edited or truncated; re-run hwprune for that target") from None
     if found:
         raise ReportError(f"{path}: invalid report ({found[0]}" + (f"; {len(found) - 1} more" if len(found) > 1
                                                                     else "") + ")",
@@ -113,9 +159,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         return f"{m['latency_ms']:.4f} ms{p90}, {m['latency_source']}"
 
     lines = [
-        f"# hwprune report: {report['target']}",
+        f"# hwprune report: {md_text(report['target'])}",
         "",
-        f"Budget **{report['budget_ms']:.4f} ms** ({report['target_settings']['budget']}): "
+        f"Budget **{report['budget_ms']:.4f} ms** ({md_text(report['target_settings']['budget'])}): "
         f"**{'met' if report['budget_met'] else 'NOT met'}** — pruned latency {lat(p)}, "
         f"speedup {report['speedup']:.2f}×.",
         "",
@@ -134,7 +180,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     for group, width in d["widths"].items():
         kept = p["widths"][group]
-        lines.append(f"| `{group}` | {width} | {kept} | {1 - kept / width:.0%} |")
+        lines.append(f"| {md_code(group)} | {width} | {kept} | {1 - kept / width if width else 0:.0%} |")
     lines += ["", "## IMP rounds", "", "| round | target (predicted) | predicted | proxy acc | val acc after retrain | "
               "trials (feasible) | seconds |", "|---|---|---|---|---|---|---|"]
     for r in report["imp"]["rounds"]:
@@ -146,17 +192,17 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "## Provenance",
         "",
-        f"- Latency `measured` = ONNX Runtime {report['versions']['onnxruntime']} on host "
-        f"`{report['host']['hostname']}` ({report['host']['cpu']}), "
-        f"{'/'.join(report['target_settings']['providers'])}, "
+        f"- Latency `measured` = ONNX Runtime {md_text(report['versions']['onnxruntime'])} on host "
+        f"{md_code(report['host']['hostname'])} ({md_text(report['host']['cpu'])}), "
+        f"{md_text('/'.join(report['target_settings']['providers']))}, "
         f"{report['target_settings']['intra_op_threads']} thread(s), "
         "median of timed single calls after warm-up.",
-        f"- Latency `predicted` = profile `{prof['id']}` ({prof['provenance']} on `{prof['host']}`, "
+        f"- Latency `predicted` = profile {md_code(prof['id'])} ({prof['provenance']} on {md_code(prof['host'])}, "
         f"{prof['entries']} kernels; {prof['kernels_measured_this_run']} measured in this run)"
         + (f", calibrated on {report['calibration']['networks']} networks" if report.get("calibration") else "") + ".",
         *([f"- **Analytic profile**: no latency in this report was measured on the device; every figure is a "
-            f"roofline prediction from published specs (cited in `{prof['path']}`). Run `hwprune profile` on the "
-            "device to measure it."] if prof["provenance"] == "analytic" else []),
+            f"roofline prediction from published specs (cited in {md_code(prof['path'])}). Run `hwprune profile` on "
+            "the device to measure it."] if prof["provenance"] == "analytic" else []),
         ("- Rewinding: learning rate (survivors keep their trained weights; the schedule restarts each round)."
          if report["imp"]["rewind"] == "lr" else
          f"- Rewinding: weights, to θ_k at iteration {report['imp']['rewind_iteration']} of "
@@ -164,10 +210,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- ONNX vs PyTorch: max |diff| {report['numerics']['max_abs_diff']:.2e} over {report['numerics']['samples']} "
         "test inputs.",
         f"- Dense training: {_dense_source(report['dense_training'])}.",
-        *([f"- ONNX Runtime's offline-optimised model: `{report['optimized_onnx']['file']}` (level "
+        *([f"- ONNX Runtime's offline-optimised model: {md_code(report['optimized_onnx']['file'])} (level "
            f"`{report['optimized_onnx']['graph_optimization']}`)."] if report.get("optimized_onnx") else []),
         f"- Wall time: {report['seconds']['total_s']:.0f} s; versions: "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
+        + ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in report["versions"].items()) + ".",
         "",
     ]
     return "\n".join(lines)

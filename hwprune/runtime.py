@@ -14,8 +14,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from hwprune.errors import ProfileError
+from hwprune.errors import ExportError, ProfileError
+
+# What ONNX Runtime raises for a model it cannot load, optimise or run (its own types, not RuntimeError):
+# callers that run a user's model (`hwprune validate`) turn these into a one-line error.
+ORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(_ort_state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile",
+                                           "NoModel", "NotFound", "NotImplemented", "RuntimeException", "EPFail")
+    if hasattr(_ort_state, name))
 
 _OPT = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -151,9 +159,21 @@ def random_inputs(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.nda
     for i in sess.get_inputs():
         if any(not isinstance(d, int) for d in i.shape):
             raise ProfileError(f"input '{i.name}' has a dynamic shape {i.shape}", hint="export with a fixed shape")
-        dtype = np.float32 if "float" in i.type else np.int64
+        dtype = _NUMPY_TYPES.get(i.type)
+        if dtype is None:
+            raise ExportError(f"input '{i.name}' has type {i.type}, which hwprune cannot feed",
+                              hint=f"inputs may be {', '.join(sorted(_NUMPY_TYPES))}")
+        # floats uniform in [0, 1); integers and booleans 0/false, always a valid index or mask
         feeds[i.name] = rng.random(i.shape).astype(dtype)
     return feeds
+
+
+# ONNX Runtime's input type names → numpy (a model's input need not be float32: ids, masks, float64)
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+                **{f"tensor({t})": np.dtype(t).type for t in ("int8", "int16", "int32", "int64", "uint8", "uint16",
+                                                             "uint32", "uint64")},
+                "tensor(bool)": np.bool_}
+NUMERIC_TYPES = frozenset(_NUMPY_TYPES)
 
 
 def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -32,13 +32,9 @@ def write_optimized(proto: onnx.ModelProto, target: Target, measured_here: bool,
     """ONNX Runtime's offline-optimised model for the target, written atomically; returns the level used."""
     settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
     level = offline_level(measured_here, settings)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic.replacing(path) as tmp:  # ONNX Runtime writes to a name: a fresh one, never a planted link
         runtime.session(proto, replace(runtime.runnable_here(settings), graph_optimization=level),
                         save_optimized=str(tmp))
-        atomic.write_bytes(path, tmp.read_bytes())
-    finally:
-        tmp.unlink(missing_ok=True)
     return level
 
 
@@ -54,6 +50,7 @@ class ShippedCheck:
     budget_ms: float | None
     budget_basis: str
     metadata: dict[str, str]
+    budget_source: str | None = None  # "target", "model metadata", "--budget-ms"; None: not checkable
 
     @property
     def budget_met(self) -> bool | None:
@@ -72,31 +69,68 @@ def load(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def check(path: Path, target: Target, profiles_dir: Path) -> ShippedCheck:
+def check(path: Path, target: Target, profiles_dir: Path, budget_ms: float | None = None) -> ShippedCheck:
+    """Run and time (or predict) the model for `target`; `budget_ms` given replaces the target's budget."""
     proto = load(path)
     metadata = {p.key: p.value for p in proto.metadata_props}
     settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
     here = runtime.runnable_here(settings)
-    sess = runtime.session(proto, here)
-    outputs = runtime.run(sess, runtime.random_inputs(sess))
-    if not all(np.isfinite(o).all() for o in outputs):
+    try:
+        sess = runtime.session(proto, here)
+        _check_io(sess, path)
+        outputs = runtime.run(sess, runtime.random_inputs(sess))
+    except runtime.ORT_ERRORS as exc:
+        raise ExportError(f"{path}: ONNX Runtime cannot run the model ({_first_line(exc)})",
+                          hint="the model uses an operator, type or shape this ONNX Runtime does not support") from None
+    numeric = [o for o in outputs if isinstance(o, np.ndarray) and o.dtype.kind in "fc"]
+    if not all(np.isfinite(o).all() for o in numeric):
         raise ExportError(f"{path}: ONNX Runtime produced non-finite outputs", hint="the model is broken")
-    if can_be_the_device(target):
-        stats = runtime.time_model(proto, settings)
-        latency, source = stats.median_ms, "measured"
-        how = (f"measured on this host with ONNX Runtime {runtime.version()}, {'/'.join(settings.providers)}, "
-               f"{settings.intra_op_threads} thread(s), median of the quietest timing blocks")
+    try:
+        if can_be_the_device(target):
+            stats = runtime.time_model(proto, settings)
+            latency, source = stats.median_ms, "measured"
+            how = (f"measured on this host with ONNX Runtime {runtime.version()}, {'/'.join(settings.providers)}, "
+                   f"{settings.intra_op_threads} thread(s), median of the quietest timing blocks")
+        else:
+            profile = profiles.open_profile(target.profile, settings, profiles_dir, target.arch)
+            kernels = (onnxgraph.kernels(proto) if profile.analytic is not None
+                       else onnxgraph.runtime_kernels(*runtime.optimized_graph(proto, profile.settings)))
+            prediction = LatencyModel(profile, architecture_key="").predict(kernels)
+            latency, source = prediction.latency_ms, "predicted"
+            how = (f"predicted from profile '{profile.id}' ({profile.provenance.get('kind')}): {len(kernels)} "
+                   "kernels, uncalibrated (a shipped file does not say which calibrated architecture it came from)")
+    except runtime.ORT_ERRORS as exc:  # e.g. the target's optimisation level fails where "basic" did not
+        raise ExportError(f"{path}: ONNX Runtime cannot run the model with the target's settings "
+                          f"({_first_line(exc)})", hint="the model uses an operator this ONNX Runtime does not "
+                                                        "support at that optimisation level") from None
+    if budget_ms is not None:
+        budget, basis, budget_source = budget_ms, f"{budget_ms:g} ms (absolute, from --budget-ms)", "--budget-ms"
     else:
-        profile = profiles.open_profile(target.profile, settings, profiles_dir, target.arch)
-        kernels = (onnxgraph.kernels(proto) if profile.analytic is not None
-                   else onnxgraph.runtime_kernels(*runtime.optimized_graph(proto, profile.settings)))
-        prediction = LatencyModel(profile, architecture_key="").predict(kernels)
-        latency, source = prediction.latency_ms, "predicted"
-        how = (f"predicted from profile '{profile.id}' ({profile.provenance.get('kind')}): {len(kernels)} kernels, "
-               "uncalibrated (a shipped file does not say which calibrated architecture it came from)")
-    budget_ms, basis = _budget(target, metadata)
+        budget, basis = _budget(target, metadata)
+        budget_source = None if budget is None else "target" if target.budget.ms is not None else "model metadata"
     return ShippedCheck(path, target.name, metadata.get("hwprune.target"), here.providers, latency, source, how,
-                        budget_ms, basis, metadata)
+                        budget, basis, metadata, budget_source)
+
+
+def _check_io(sess, path: Path) -> None:
+    """What hwprune can feed and time: inputs of fixed shape (a latency is of one shape) and numeric or boolean
+    tensors in and out (timing binds every output to a preallocated numeric buffer)."""
+    for i in sess.get_inputs():
+        if any(not isinstance(d, int) or d < 0 for d in i.shape):
+            raise ExportError(f"{path}: input '{i.name}' has a dynamic shape {i.shape}; hwprune validate runs and "
+                              "times one fixed shape", hint="export the model with a fixed input shape (the "
+                                                            "model.onnx hwprune writes has one)")
+    for kind, values in (("input", sess.get_inputs()), ("output", sess.get_outputs())):
+        for v in values:
+            if v.type not in runtime.NUMERIC_TYPES:
+                raise ExportError(f"{path}: {kind} '{v.name}' is of type {v.type}; hwprune validate runs and times "
+                                  "models whose inputs and outputs are numeric or boolean tensors",
+                                  hint="validate the numeric part of the model (the model.onnx hwprune writes)")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def can_be_the_device(target: Target) -> bool:
@@ -110,11 +144,21 @@ def _budget(target: Target, metadata: dict[str, str]) -> tuple[float | None, str
     the same target."""
     if target.budget.ms is not None:
         return target.budget.ms, f"{target.budget.ms:g} ms (absolute)"
-    dense = metadata.get("hwprune.dense_latency_ms")
-    if metadata.get("hwprune.target") != target.name or dense is None or not math.isfinite(float(dense)):
-        return None, (f"{target.budget.describe()}: not checkable, the model's metadata records no dense latency "
-                      f"for target '{target.name}'")
-    return (target.budget.resolve_ms(float(dense)),
+    built_for = metadata.get("hwprune.target")
+    if built_for is None:
+        return None, (f"{target.budget.describe()}: not checkable, the model has no hwprune metadata (no dense "
+                      "latency to take the speedup over)")
+    if built_for != target.name:
+        return None, (f"{target.budget.describe()}: not checkable, the model was built for target '{built_for}', "
+                      f"so its metadata records no dense latency on '{target.name}'")
+    try:
+        dense = float(metadata.get("hwprune.dense_latency_ms", "nan"))
+    except ValueError:
+        dense = math.nan
+    if not (math.isfinite(dense) and dense > 0):
+        return None, (f"{target.budget.describe()}: not checkable, the model's metadata records no valid dense "
+                      f"latency (hwprune.dense_latency_ms = {metadata.get('hwprune.dense_latency_ms')!r:.40})")
+    return (target.budget.resolve_ms(dense),
             f"{target.budget.describe()} of the dense latency recorded when the model was built "
-            f"({float(dense):.4f} ms, {metadata.get('hwprune.latency_source', 'unknown')})")
+            f"({dense:.4f} ms, {metadata.get('hwprune.latency_source', 'unknown')})")
 

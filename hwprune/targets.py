@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ TARGET_SCHEMA = 1
 _KEYS = ("schema", "name", "description", "profile", "arch", "providers", "intra_op_threads",
          "batch", "precision", "graph_optimization", "budget", "channel_multiple")
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
+# Beyond these a value is a typo: ONNX Runtime's thread count is a C int, a batch is allocated as one tensor.
+_INT_MAX = {"intra_op_threads": 4096, "batch": 65536, "channel_multiple": 4096}
 
 
 @dataclass(frozen=True)
@@ -79,17 +83,40 @@ def load_target(name: str, dirs: list[Path]) -> Target:
     return parse_target(read_toml(path), path)
 
 
+def _finite(number: int | float) -> bool:
+    """TOML reads nan, inf and integers of any size (whose float() overflows)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 def _budget(value: Any, where: str) -> Budget:
     if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"ms", "speedup"}:
         raise ConfigError(f"{where}: budget must be {{ ms = N }} or {{ speedup = N }}",
                           hint="e.g. budget = { speedup = 2.0 }")
     (key, number), = value.items()
-    if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
-        raise ConfigError(f"{where}: budget {key} must be a positive number, got {number!r}",
+    if isinstance(number, bool) or not isinstance(number, int | float) or not _finite(number) or number <= 0:
+        raise ConfigError(f"{where}: budget {key} must be a positive finite number, got {number!r}",
                           hint="e.g. budget = { ms = 0.5 }")
     if key == "speedup" and number < 1:
         raise ConfigError(f"{where}: budget speedup must be ≥ 1, got {number}")
     return Budget(ms=float(number)) if key == "ms" else Budget(speedup=float(number))
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _plain_name(data: dict[str, Any], key: str, where: str) -> str:
+    """`name` and `profile` become path parts (out/NAME, profiles/PROFILE.json, the folder --force cleans):
+    a plain name only, so a target file cannot point hwprune at any other folder."""
+    value = data[key]
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(f"{where}: {key} must be a plain name matching [A-Za-z0-9][A-Za-z0-9._-]* without "
+                          f"'..', got {value!r}",
+                          hint=f"e.g. {key} = \"my-device\"; it names a file or folder (out/NAME, "
+                               "profiles/PROFILE.json), never a path")
+    return value
 
 
 def parse_target(data: dict[str, Any], path: Path) -> Target:
@@ -97,7 +124,7 @@ def parse_target(data: dict[str, Any], path: Path) -> Target:
     unknown = sorted(set(data) - set(_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}'", hint=f"allowed keys: {', '.join(_KEYS)}")
-    if data.get("schema") != TARGET_SCHEMA:
+    if data.get("schema") != TARGET_SCHEMA or type(data.get("schema")) is not int:  # not true, not 1.0
         raise ConfigError(f"{where}: schema must be {TARGET_SCHEMA}, got {data.get('schema')!r}")
     for key in ("name", "profile", "providers", "budget"):
         if key not in data:
@@ -105,8 +132,8 @@ def parse_target(data: dict[str, Any], path: Path) -> Target:
 
     def integer(key: str, default: int) -> int:
         v = data.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{where}: {key} must be a positive integer, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _INT_MAX[key]:
+            raise ConfigError(f"{where}: {key} must be an integer in [1, {_INT_MAX[key]}], got {v!r}")
         return v
 
     providers = data["providers"]
@@ -119,7 +146,8 @@ def parse_target(data: dict[str, Any], path: Path) -> Target:
     if precision != "fp32":
         raise ConfigError(f"{where}: precision '{precision}' is not supported yet", hint="use precision = \"fp32\"")
     return Target(
-        name=str(data["name"]), description=str(data.get("description", "")), profile=str(data["profile"]),
+        name=_plain_name(data, "name", where), description=str(data.get("description", "")),
+        profile=_plain_name(data, "profile", where),
         arch=str(data.get("arch", "")), providers=tuple(providers),
         intra_op_threads=integer("intra_op_threads", 1), batch=integer("batch", 1), precision=precision,
         graph_optimization=opt, budget=_budget(data["budget"], where),

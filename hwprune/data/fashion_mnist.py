@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ FILES = {
 INSTALL_HINT = ("install it with `sudo apt-get install -y dataset-fashion-mnist`, or pass --data-dir / "
                 f"set {ENV_VAR} to a folder with the four IDX files (optionally .gz)")
 VAL_SIZE = 5000
+CLASSES = 10
 
 
 def resolve_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -48,16 +51,23 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a gzip stream damaged inside
         raise DataError(f"cannot read {path}: {exc}", hint=INSTALL_HINT) from None
     if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number)",
                         hint="the file is corrupt; reinstall the dataset")
     ndim = raw[3]
+    if ndim == 0:
+        raise DataError(f"{path} is not an IDX array (0 dimensions)", hint="the file is corrupt; reinstall the dataset")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: its header needs {4 + 4 * ndim} bytes, the file has {len(raw)}",
+                        hint="the file is corrupt; reinstall the dataset")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     payload = raw[4 + 4 * ndim:]
-    if len(payload) != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} bytes, got {len(payload)}",
+    expected = math.prod(dims)  # Python ints: np.prod of four 32-bit sizes can overflow
+    if len(payload) != expected:
+        raise DataError(f"{path} is {'truncated' if len(payload) < expected else 'longer than its header says'}: "
+                        f"expected {expected} bytes, got {len(payload)}",
                         hint="the file is corrupt; reinstall the dataset")
     return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
 
@@ -91,10 +101,22 @@ def load_arrays(data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarr
     folder = resolve_dir(data_dir)
     if not folder.is_dir():
         raise DataError(f"Fashion-MNIST folder {folder} does not exist", hint=INSTALL_HINT)
-    arrays = {key: read_idx(_find(folder, stem)) for key, stem in FILES.items()}
+    arrays = {}
+    for key, stem in FILES.items():
+        path = _find(folder, stem)
+        arrays[key] = array = read_idx(path)
+        ndim = 3 if key.endswith("images") else 1  # (N, H, W) images, (N,) labels
+        if array.ndim != ndim or not len(array):
+            raise DataError(f"{path}: expected {'images (N, H, W)' if ndim == 3 else 'labels (N,)'} with N ≥ 1, "
+                            f"got shape {array.shape}", hint="the file is corrupt or not Fashion-MNIST")
+        if ndim == 1 and array.max() >= CLASSES:
+            raise DataError(f"{path}: label {int(array.max())} is out of range (Fashion-MNIST has {CLASSES} "
+                            "classes)", hint="the file is corrupt or not Fashion-MNIST")
     for split in ("train", "test"):
         if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
             raise DataError(f"{folder}: {split} images and labels differ in count", hint=INSTALL_HINT)
+        if arrays[f"{split}_images"].shape[1:] != arrays["train_images"].shape[1:]:
+            raise DataError(f"{folder}: train and test images differ in size", hint=INSTALL_HINT)
     return arrays
 
 
