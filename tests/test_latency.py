@@ -76,6 +76,8 @@ def test_bad_profile_schema(oracle, tmp_path, field, value, match):
         profiles.DeviceProfile.from_json(data, tmp_path / "bad.json")
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_a_table_measured_under_load_is_measured_again(oracle, caplog):
     """Load that slowed the dense network's own kernels while the table was measured (simulated: their entries
     tripled) shows as a large calibration error; the calibration networks' kernels are measured again."""
