@@ -77,3 +77,18 @@ def fashion_dir() -> Path:
     if not (DEFAULT_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.fail("Fashion-MNIST is missing: apt-get install -y dataset-fashion-mnist (the CI installs it)")
     return DEFAULT_DIR
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
+def pytest_collection_modifyitems(config, items) -> None:
+    """The fast loop (`pytest -m "not slow"`) runs the first case of each parametrized test; the other cases,
+    which differ only in their input, are marked `slow` and run in the whole suite (the README's command, CI).
+    Most of them start the CLI in a fresh process, which costs seconds for the imports alone."""
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        if getattr(item, "callspec", None) is None or item.get_closest_marker("slow"):
+            continue
+        family = (item.path.name, item.originalname)
+        if family in seen:
+            item.add_marker(pytest.mark.slow)
+        seen.add(family)

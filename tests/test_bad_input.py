@@ -124,6 +124,7 @@ def test_unusable_profiles_stop_the_run_before_training(workspace, mutate, phras
     assert "dense" not in json.loads((workspace / "out" / "new" / ".hwprune" / "run.json").read_text())["stages"]
 
 
+@pytest.mark.slow
 def test_infeasible_budget_says_the_smallest_reachable_latency_and_the_limit(workspace, fashion_dir):
     text = (ROOT / "targets" / "jetson-nano.toml").read_text()
     (workspace / "tight.toml").write_text(text.replace(
@@ -177,6 +178,7 @@ def build():
 '''
 
 
+@pytest.mark.slow
 def test_layers_the_engine_cannot_prune_are_named_and_the_rest_is_pruned(workspace, fashion_dir):
     (workspace / "user_model.py").write_text(SCALED_MODEL)
     (workspace / "model.toml").write_text(TINY + '[model]\nfactory = "user_model:build"\n')
@@ -233,6 +235,7 @@ def build():
 '''
 
 
+@pytest.mark.slow
 def test_onnx_export_failure(workspace, fashion_dir):
     (workspace / "user_model.py").write_text(UNEXPORTABLE_MODEL)
     (workspace / "model.toml").write_text(TINY + '[model]\nfactory = "user_model:build"\n')
@@ -359,6 +362,7 @@ def test_validate_garbled_metadata_is_not_checkable():
     assert budget == 1.0 and "dense latency recorded" in basis
 
 
+@pytest.mark.slow
 def test_validate_budget_ms_replaces_the_targets_budget(workspace):
     _onnx_model(workspace / "plain.onnx")
     met, _ = hwprune(workspace, "validate", "plain.onnx", "--target", "x86-cpu", "--budget-ms", "1000", "--json")
@@ -591,6 +595,7 @@ def _unescaped_pipes(line: str) -> int:
     return len(re.findall(r"(?<!\\)\|", line))
 
 
+@pytest.mark.slow
 def test_compare_shows_names_as_written(workspace):
     """Target, group, kernel names and descriptions with Markdown, HTML and matplotlib math in them: the table
     keeps its columns, the HTML escapes them, the plots do not parse `$…$` (an unknown symbol raised)."""
