@@ -198,7 +198,11 @@ class RichProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.bars.stop()
+        if self.bars.tasks:
+            self.bars.stop()
+        else:  # nothing to show (an error before the first stage, say): no empty table, no blank line
+            self.bars.live.transient = True
+            self.bars.live.stop()
 
     def stage(self, description: str, total: int | None, transient: bool = False):
         from rich.markup import escape  # descriptions and statuses name user things (targets, paths)

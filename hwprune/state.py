@@ -73,7 +73,7 @@ class RunState:
                 if not force:
                     raise
                 info = {}
-            if info is not None and force:
+            if info is not None and (force or not state.holds_work(info)):  # an empty one is no one's work
                 state.discard()
                 info = None
             if info is not None and info.get("fingerprint") != fingerprint:
@@ -87,6 +87,15 @@ class RunState:
             state.release()
             raise
         return state, resuming
+
+    def holds_work(self, info: dict[str, Any]) -> bool:
+        """Whether an earlier run left anything to resume: a finished stage, or a file with content (a dense
+        training checkpoint, a trial in the journal). A run that failed before that (a bad model factory, say)
+        leaves nothing, so fixing its settings must not need --force."""
+        if info.get("stages"):
+            return True
+        paths = [self.dir / name for name in self.files() if not name.endswith(".lock")]
+        return any(p.is_file() and p.stat().st_size > 0 for p in paths)
 
     def release(self) -> None:
         """Let other runs write the folder again (once this run's outputs are written)."""

@@ -105,3 +105,13 @@ def test_targets_shows_markup_in_a_description_as_text(tmp_path):
     assert piped.returncode == 0, piped.stderr
     assert [line for line in piped.stdout.splitlines() if line.startswith("odd ")][0].endswith(
         "[/b] bold [red]claims second line")
+
+
+def test_an_error_before_the_first_stage_prints_only_its_two_lines(tmp_path):
+    """With the live display on (no --quiet) and stderr a pipe, Rich's stop once left a blank line first."""
+    (tmp_path / "a-file").write_text("")
+    result = subprocess.run([sys.executable, "-m", "hwprune", "--target", "x86-cpu", "--out",
+                             str(tmp_path / "a-file" / "out")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 9
+    lines = result.stderr.split("\n")
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ") and lines[2:] == [""], result.stderr

@@ -467,3 +467,18 @@ def test_two_processes_saving_one_profile_lose_nothing(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0]
     entries = profiles.DeviceProfile.load(path).entries
     assert set(entries) == {"k0", *(f"{t}{i}" for t in "ab" for i in range(25))}
+
+
+def test_a_run_that_left_nothing_to_resume_does_not_block_other_settings(tmp_path):
+    """A run that failed before its first stage (a bad model factory, say) leaves an empty state: after fixing
+    the settings the user runs again without --force. A state with work in it is still refused."""
+    out = tmp_path / "out"
+    failed, _ = RunState.open(out, "a" * 24, force=False)
+    failed.journal()  # listed, never written: no trial ran
+    failed.release()
+    fixed, resuming = RunState.open(out, "b" * 24, force=False)
+    assert not resuming and fixed.info()["fingerprint"] == "b" * 24
+    fixed.path("dense-k.training.pt").write_bytes(b"epoch 1")  # a dense-training checkpoint: work to keep
+    fixed.release()
+    with pytest.raises(OutputError, match="unfinished run with other settings"):
+        RunState.open(out, "c" * 24, force=False)
