@@ -20,6 +20,11 @@ from hwprune.onnxgraph import Kernel
 _BYTES = {1: 4, 10: 2, 16: 2, 7: 8, 6: 4}  # ONNX element type → bytes (float, float16, bfloat16, int64, int32)
 
 
+# plausible bounds of each figure: GFLOP/s and GB/s of anything from a microcontroller to a data-centre GPU
+_RANGES = {"peak_gflops": (1e-3, 1e9), "memory_gbps": (1e-3, 1e9), "compute_efficiency": (1e-3, 1.0),
+           "memory_efficiency": (1e-3, 1.0), "kernel_overhead_us": (0.0, 1e9), "call_overhead_us": (0.0, 1e9)}
+
+
 @dataclass(frozen=True)
 class AnalyticSpec:
     """Published device figures (for the target's precision) and the assumptions the roofline adds."""
@@ -45,8 +50,9 @@ class AnalyticSpec:
             value = getattr(spec, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"analytic.{name} must be a finite number, got {value!r}")
-            if value < 0 or (value == 0 and not name.endswith("overhead_us")):
-                raise ValueError(f"analytic.{name} must be {'≥ 0' if name.endswith('overhead_us') else 'positive'}")
+            low, high = _RANGES[name]  # rates near 0 would make a kernel's time overflow to inf
+            if not low <= value <= high:
+                raise ValueError(f"analytic.{name} must be in [{low:g}, {high:g}], got {value!r}")
         multiple = spec.channel_multiple
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
             raise ValueError(f"analytic.channel_multiple must be a positive integer, got {multiple!r}")
