@@ -25,11 +25,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwprune import analytic, export, factories, profiles, profiling, runtime
-from hwprune.latency import LatencyOracle, calibration_configs
-from hwprune.pipeline import _host, _versions, build_template
+from hwprune import (
+    LatencyPredictor,
+    RuntimeSettings,
+    analytic,
+    build_template,
+    export,
+    factories,
+    measure,
+    profiles,
+    provenance,
+    runtime,
+)
+from hwprune.latency import calibration_configs
 from hwprune.prune import graph
-from hwprune.runtime import KERNEL_PROTOCOL, WHOLE_MODEL_PROTOCOL, RuntimeSettings
+from hwprune.runtime import KERNEL_PROTOCOL, WHOLE_MODEL_PROTOCOL
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = RuntimeSettings(("CPUExecutionProvider",), 1, "all")
@@ -87,8 +97,8 @@ def run_family(name: str, configs: int, multiple: int, seed: int, log) -> dict:
     roofline = host_roofline()
     with tempfile.TemporaryDirectory() as tmp:
         profile = profiles.open_profile("bench", SETTINGS, Path(tmp), "", KERNEL_PROTOCOL)
-        oracle = LatencyOracle(template, profile, KERNEL_PROTOCOL)
-        build = profiling.build_table(oracle, dense, multiple, 0.85, 30, seed)
+        predictor = LatencyPredictor(template, profile, KERNEL_PROTOCOL)
+        build = measure.build_table(predictor, dense, multiple, 0.85, 30, seed)
         log(f"{name}: table for the search space (multiple {multiple}) in {build.seconds:.1f} s, "
             f"{build.entries} kernels, calibration max error {build.calibration.max_error_pct:.1f}%, "
             f"coverage of held-out networks {build.coverage:.0%}")
@@ -111,11 +121,11 @@ def run_family(name: str, configs: int, multiple: int, seed: int, log) -> dict:
         rng = random.Random(seed + 7)
         rows = []
         start = time.perf_counter()
-        lazy_before = oracle.measured_kernels
+        lazy_before = predictor.measured_kernels
         for i in range(configs):
             kind = ("x16", "x8", "any")[i % 3]
             widths = random_widths(dense, kind, rng)
-            predicted = oracle.predict(widths).latency_ms
+            predicted = predictor.predict(widths).latency_ms
             stats = runtime.time_model(template.instantiate(widths, seed=1000 + i), SETTINGS, MEASURED)
             a_ms, m = analytic_ms(widths), macs(widths)
             rows.append({"kind": kind, "widths": widths, "measured_ms": stats.median_ms, "spread": stats.spread,
@@ -128,7 +138,7 @@ def run_family(name: str, configs: int, multiple: int, seed: int, log) -> dict:
                 "seconds": build.seconds, "kernels": build.entries, "networks": build.networks,
                 "coverage_of_held_out": build.coverage, "calibration": vars(build.calibration),
                 "channel_multiple": multiple},
-            "evaluation_seconds": seconds, "kernels_measured_lazily": oracle.measured_kernels - lazy_before,
+            "evaluation_seconds": seconds, "kernels_measured_lazily": predictor.measured_kernels - lazy_before,
             "flops_scale_ms_per_mac": flops_scale, "analytic_calibration": analytic_cal, "rows": rows}
 
 
@@ -153,9 +163,9 @@ def main() -> int:
         print(message, file=sys.stderr, flush=True)
 
     start = time.perf_counter()
-    sweep = profiling.alignment_sweep(SETTINGS)
-    log(f"alignment sweep: preferred channel multiple {sweep.preferred_multiple}")
-    families = [run_family(f, args.configs, sweep.preferred_multiple, args.seed, log)
+    sweep = measure.alignment_sweep(SETTINGS)
+    log(f"alignment sweep: preferred channel multiple {sweep.preferred_channel_multiple}")
+    families = [run_family(f, args.configs, sweep.preferred_channel_multiple, args.seed, log)
                 for f in args.families.split(",")]
     all_rows = [r for f in families for r in f["rows"]]
     result = {
@@ -169,7 +179,7 @@ def main() -> int:
         "families": families,
         "analytic_x86_spec": vars(host_roofline()),
         "wall_s": time.perf_counter() - start,
-        "host": _host(), "versions": _versions(), "platform": platform.platform(),
+        "host": provenance.host(), "versions": provenance.versions(), "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%d"),
     }
     args.result.parent.mkdir(parents=True, exist_ok=True)

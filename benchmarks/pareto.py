@@ -40,17 +40,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwprune import export, factories, runtime
+from hwprune import (
+    Budget,
+    Imp,
+    LatencyPredictor,
+    RunOptions,
+    SearchError,
+    export,
+    factories,
+    latency_predictor,
+    load_target,
+    provenance,
+    runtime,
+    target_dirs,
+)
 from hwprune.config import ImpConfig, ModelSpec, ProjectConfig, SearchConfig, TrainConfig
-from hwprune.errors import SearchError
-from hwprune.latency import LatencyOracle
 from hwprune.onnxgraph import GraphTemplate
-from hwprune.pipeline import Imp, RunOptions, _host, _versions, derive_seed, latency_oracle, train_dense
 from hwprune.progress import NullProgress
+from hwprune.provenance import derive_seed
 from hwprune.prune import graph
 from hwprune.prune.masks import Masks
-from hwprune.runtime import WHOLE_MODEL_PROTOCOL, RuntimeSettings
-from hwprune.targets import load_target, target_dirs
+from hwprune.runtime import WHOLE_MODEL_PROTOCOL
 from hwprune.train import accuracy, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,13 +99,14 @@ def family_config(family: str, mode: Mode) -> ProjectConfig:
     )
 
 
-def flops_model(oracle: LatencyOracle, template: GraphTemplate) -> tuple[Callable[[dict[str, int]], float], float]:
+def flops_model(predictor: LatencyPredictor, template: GraphTemplate
+                ) -> tuple[Callable[[dict[str, int]], float], float]:
     """latency = a · MACs, a fitted (least squares through 0) on the calibration networks measured whole."""
     def macs(widths: dict[str, int]) -> int:
         return sum(k.macs for k in template.kernels(widths))
 
-    x = np.asarray([macs(w) for w, _ in oracle.calibration_networks], dtype=float)
-    y = np.asarray([ms for _, ms in oracle.calibration_networks])
+    x = np.asarray([macs(w) for w, _ in predictor.calibration_networks], dtype=float)
+    y = np.asarray([ms for _, ms in predictor.calibration_networks])
     a = float(x @ y / (x @ x))
     return (lambda widths: a * macs(widths)), a
 
@@ -114,19 +125,19 @@ def retrained(imp: Imp) -> float:
 def run_family(family: str, mode: Mode, tmp: Path) -> dict:
     config = family_config(family, mode)
     target = load_target("x86-cpu", target_dirs())
-    settings = RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization)
+    settings = target.runtime_settings()
     options = RunOptions(out_dir=tmp / family, profiles_dir=tmp / "profiles", data_limit=mode.train_limit[family])
     torch.set_num_threads(config.train.threads)
     start = time.perf_counter()
-    dense = train_dense(config, target, options, NullProgress())
+    dense = options.train_dense(config, target, NullProgress())
     log(f"{family}: dense trained in {time.perf_counter() - start:.0f} s, test accuracy {dense.accuracy:.4f}")
     dense_proto = export.export(dense.model, dense.example)
     t0 = time.perf_counter()
-    oracle, multiple = latency_oracle(dense, dense_proto, config, target, settings, options, NullProgress())
+    predictor, multiple = latency_predictor(dense, dense_proto, config, target, options.profiles_dir)
     log(f"{family}: latency table and calibration in {time.perf_counter() - t0:.0f} s")
     dense_ms = runtime.time_model(dense_proto, settings, WHOLE_MODEL_PROTOCOL).median_ms
-    dense_predicted = oracle(dense.widths)
-    flops_predict, flops_scale = flops_model(oracle, oracle.template)
+    dense_predicted = predictor(dense.widths)
+    flops_predict, flops_scale = flops_model(predictor, predictor.template)
     margin = 1.0 - config.imp.safety_margin
     test_set = dense.data[2]
     points: list[dict] = []
@@ -139,7 +150,7 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
         protos.append(proto)
         macs, params = graph.count_macs_params(model, dense.example)
         points.append({"method": method, "budget": budget, "seed": seed, "widths": masks.widths(),
-                       "predicted_ms": oracle(masks.widths()), "accuracy": accuracy(model, test_set),
+                       "predicted_ms": predictor(masks.widths()), "accuracy": accuracy(model, test_set),
                        "macs": macs, "params": params, "rounds": rounds, "retrain_epochs": epochs,
                        "seconds": seconds})
         log(f"{family} {budget}x {method} seed {seed}: acc {points[-1]['accuracy']:.4f}, predicted "
@@ -153,10 +164,10 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
             cfg = dataclasses.replace(config, seed=seed)
             # hwprune: the product's schedule, with measured extra rounds
             t0 = time.perf_counter()
-            imp = Imp(dense, oracle, multiple, cfg)
+            imp = Imp(dense, predictor, multiple, cfg)
             try:
                 imp.schedule(dense_predicted, table_final)
-                imp.meet_measured(dense_proto, settings, lambda dense_ms, factor=budget: factor * dense_ms)
+                imp.meet_measured(dense_proto, settings, Budget(speedup=1 / budget))
             except SearchError as exc:  # the budget is below what channel pruning can reach (max_prune_rate)
                 for method in ("hwprune", "random-reinit"):
                     infeasible.append({"method": method, "budget": budget, "seed": seed, "error": exc.message})
@@ -170,11 +181,11 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
                        epochs)
 
             variants = {
-                "uniform": (dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, trials=1)), oracle,
+                "uniform": (dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, trials=1)), predictor,
                             dense_predicted, table_final),
                 "flops": (cfg, flops_predict, flops_predict(dense.widths),
                           budget_ms * margin * flops_predict(dense.widths) / dense_ms),
-                "one-shot": (one_shot(cfg, epochs), oracle, dense_predicted, table_final),
+                "one-shot": (one_shot(cfg, epochs), predictor, dense_predicted, table_final),
             }
             for method, (vcfg, predict, start_ms, final_ms) in variants.items():
                 t0 = time.perf_counter()
@@ -210,7 +221,7 @@ def run_family(family: str, mode: Mode, tmp: Path) -> dict:
                      budget_ms=point["budget"] * dense_stats.median_ms,
                      budget_met=s.median_ms <= point["budget"] * dense_stats.median_ms)
     dense_macs, dense_params = graph.count_macs_params(dense.model, dense.example)
-    calibration = oracle.model.calibration
+    calibration = predictor.model.calibration
     return {"family": family, "channel_multiple": multiple, "flops_scale_ms_per_mac": flops_scale,
             "calibration": None if calibration is None else dataclasses.asdict(calibration),
             "dense": {"accuracy": dense.accuracy, "latency_ms": dense_stats.median_ms,
@@ -348,7 +359,7 @@ def main() -> int:
         """Written after every family, so a failure later keeps what was measured (`complete` says which)."""
         result = {"benchmark": "pareto", "mode": name, "complete": complete, "settings": dataclasses.asdict(mode),
                   "budgets": BUDGETS, "families": families, "summary": {f["family"]: summarise(f) for f in families},
-                  "wall_s": time.perf_counter() - start, "host": _host(), "versions": _versions(),
+                  "wall_s": time.perf_counter() - start, "host": provenance.host(), "versions": provenance.versions(),
                   "date": time.strftime("%Y-%m-%d")}
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

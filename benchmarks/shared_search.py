@@ -22,7 +22,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from hwprune.pipeline import _host, _versions
+from hwprune import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 24
@@ -98,7 +98,7 @@ def main() -> int:
         "same_network": reports[1]["pruned"]["kept_channels"] == reports[2]["pruned"]["kept_channels"],
         "accuracy": {"one_worker": reports[0]["pruned"]["accuracy"], "two_workers": reports[1]["pruned"]["accuracy"]},
     }
-    result.update(host=_host(), versions=_versions(), date=time.strftime("%Y-%m-%d"))
+    result.update(host=provenance.host(), versions=provenance.versions(), date=time.strftime("%Y-%m-%d"))
     path = ROOT / "benchmarks" / "results" / "shared_search.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("host", "versions")}, indent=1))

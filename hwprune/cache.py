@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hwprune import atomic
+from hwprune import atomic, paths
 from hwprune.config import ProjectConfig
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # 2: augmentation from the seeded global RNG
-
-
-def default_dir() -> Path:
-    """$HWPRUNE_CACHE_DIR, else $XDG_CACHE_HOME/hwprune, else ~/.cache/hwprune."""
-    if os.environ.get("HWPRUNE_CACHE_DIR"):
-        return Path(os.environ["HWPRUNE_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwprune"
 
 
 def _tensor_digest(h: "hashlib._Hash", value: Any) -> None:
@@ -91,7 +83,7 @@ class DenseEntry:
 
 def load(cache_dir: Path, key: str) -> DenseEntry | None:
     """The cached entry, or None when absent or unreadable (then it is trained again and replaced)."""
-    path = cache_dir / f"dense-{key}.pt"
+    path = paths.cache_entry(cache_dir, key)
     if not path.exists():
         return None
     try:
@@ -109,7 +101,7 @@ def store(cache_dir: Path, key: str, entry: DenseEntry) -> Path | None:
     torch.save({"model": entry.model_state, "theta_k": entry.theta_k_state, "accuracy": entry.accuracy,
                 "rewind_at": entry.rewind_at, "iterations": entry.iterations,
                 "training_seconds": entry.training_seconds}, buffer)
-    path = cache_dir / f"dense-{key}.pt"
+    path = paths.cache_entry(cache_dir, key)
     try:
         atomic.write_bytes(path, buffer.getvalue())
     except Exception as exc:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from hwprune import __version__
+from hwprune import __version__, paths
 from hwprune.errors import EXIT_CODES, BudgetNotMetError, HwpruneError, Interrupted
 from hwprune.models import MODELS
 
@@ -33,109 +33,108 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_CODES["ConfigError"])
 
 
-def _run_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="hwprune", epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets; `hwprune profile "
-                                        "--target NAME` measures a target's latency table on this host; `hwprune "
-                                        "compare REPORT.json...` compares targets; `hwprune validate MODEL.onnx "
-                                        "--target NAME` re-checks a shipped model.",
+COMMANDS = ("run", "targets", "profile", "compare", "validate")
+
+
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Flags several commands share, each defined once (argparse parent parsers)."""
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", help="show tracebacks")
+    lookup = argparse.ArgumentParser(add_help=False)
+    lookup.add_argument("--profiles-dir", type=Path, default=paths.DEFAULT_PROFILES,
+                        help=f"folder of device profiles (default: ./{paths.DEFAULT_PROFILES})")
+    lookup.add_argument("--targets-dir", type=Path, help="extra folder searched first for target files")
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--config", type=Path,
+                       help="project config (hwprune.toml); default: built-in Fashion-MNIST example")
+    model.add_argument("--model", help=f"built-in model instead of the config's ({', '.join(MODELS)})")
+    model.add_argument("--seed", type=int, help="override the config's seed")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", action="store_true", help="no progress bars")
+    return {"debug": debug, "lookup": lookup, "model": model, "quiet": quiet}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`hwprune [run] ...` and its subcommands; a command line without one is `run` (the main job)."""
+    top = _Parser(prog="hwprune", epilog=EPILOG)
+    sub = top.add_subparsers(dest="command", parser_class=_Parser)
+    parent = _parents()
+    target_help = "target name (see `hwprune targets`) or a target .toml file"
+
+    p = sub.add_parser(
+        "run", prog="hwprune", parents=[parent["model"], parent["lookup"], parent["quiet"], parent["debug"]],
+        epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets; `hwprune profile --target NAME` "
+                        "measures a target's latency table on this host; `hwprune compare REPORT.json...` compares "
+                        "targets; `hwprune validate MODEL.onnx --target NAME` re-checks a shipped model.",
         description="Prune a PyTorch model until its measured ONNX Runtime latency fits the target's budget.")
+    p.set_defaults(handler=cmd_run)
     p.add_argument("--target", action="append", default=[], metavar="NAME",
-                   help="target name (see `hwprune targets`) or a target .toml file; repeat for several targets "
-                        "(one dense training serves them all)")
+                   help=f"{target_help}; repeat for several targets (one dense training serves them all)")
     p.add_argument("--all-targets", action="store_true", help="every target `hwprune targets` lists")
-    p.add_argument("--config", type=Path, help="project config (hwprune.toml); default: built-in Fashion-MNIST example")
-    p.add_argument("--model", help=f"built-in model instead of the config's ({', '.join(MODELS)})")
-    p.add_argument("--out", type=Path, help="output folder (default: out/TARGET; with several targets, "
-                                            "OUT/TARGET)")
+    p.add_argument("--out", type=Path, help=f"output folder (default: {paths.DEFAULT_OUT}/TARGET; with several "
+                                            "targets, OUT/TARGET)")
     p.add_argument("--json", action="store_true", help="print the report JSON on stdout (a list for several "
                                                       "targets); the summary goes to stderr")
     p.add_argument("--cache-dir", type=Path, help="dense-training cache (default: $HWPRUNE_CACHE_DIR, else "
                                                   "~/.cache/hwprune)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the dense-training cache")
     p.add_argument("--optimize", action="store_true",
-                   help="also write model.optimized.onnx, ONNX Runtime's offline-optimised model (the target's "
+                   help=f"also write {paths.OPTIMIZED_ONNX}, ONNX Runtime's offline-optimised model (the target's "
                         "optimisation level where this host is the device, else the portable 'basic' level)")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage for the searches, shared by every worker given the same URL and settings: "
                         "journal:PATH (a file on a shared file system), sqlite:///PATH, postgresql://USER@HOST/DB "
-                        "(default: a journal file in OUT/.hwprune)")
+                        f"(default: a journal file in OUT/{paths.STATE_DIR})")
     p.add_argument("--force", action="store_true", help="replace results already in the output folder (and discard "
                                                         "an unfinished run's saved state)")
     p.add_argument("--data-dir", help="dataset folder for the data factory (built-in: Fashion-MNIST IDX files)")
-    _add_lookup_args(p)
-    p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--limit", type=int, help="use at most N samples per split (smoke tests; not for real results)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"hwprune {__version__}")
-    return p
 
+    p = sub.add_parser("targets", prog="hwprune targets", parents=[parent["lookup"], parent["debug"]],
+                       description="List the available targets.")
+    p.set_defaults(handler=cmd_targets)
+    p.add_argument("--config", type=Path, help="project config whose folder's targets/ is searched too")
 
-def _add_lookup_args(p: argparse.ArgumentParser) -> None:
-    """Where targets and device profiles are looked up (shared by the commands that take a target)."""
-    p.add_argument("--profiles-dir", type=Path, help="folder of device profiles (default: ./profiles)")
-    p.add_argument("--targets-dir", type=Path, help="extra folder searched first for target files")
-
-
-def _targets_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hwprune targets", description="List the available targets.")
-    p.add_argument("--config", type=Path)
-    _add_lookup_args(p)
-    p.add_argument("--debug", action="store_true")
-    return p
-
-
-def _profile_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="hwprune profile", epilog=EPILOG,
+    p = sub.add_parser(
+        "profile", prog="hwprune profile", epilog=EPILOG,
+        parents=[parent["model"], parent["lookup"], parent["quiet"], parent["debug"]],
         description="Measure the target's latency table for the model's search space on this host (the device), "
                     "with an alignment sweep and a whole-network calibration. Replaces an analytic profile.")
-    p.add_argument("--target", required=True, help="target name (see `hwprune targets`) or a target .toml file")
-    p.add_argument("--config", type=Path, help="project config whose model is profiled (default: built-in example)")
-    p.add_argument("--model", help=f"built-in model instead of the config's ({', '.join(MODELS)})")
+    p.set_defaults(handler=cmd_profile)
+    p.add_argument("--target", required=True, help=target_help)
     p.add_argument("--networks", type=int, default=30, help="search-space networks measured up front (default 30); "
                    "kernels a search needs beyond them are measured when first needed")
-    _add_lookup_args(p)
-    p.add_argument("--seed", type=int, help="override the config's seed")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
 
-
-def _compare_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="hwprune compare", epilog=EPILOG,
+    p = sub.add_parser(
+        "compare", prog="hwprune compare", epilog=EPILOG, parents=[parent["debug"]],
         description="Compare reports of several targets: a table and plots (kept channels per group, latency per "
                     "runtime kernel, accuracy vs latency) as Markdown with PNGs and as one self-contained HTML page.")
+    p.set_defaults(handler=cmd_compare)
     p.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
-    p.add_argument("--out", type=Path, default=Path("comparison"),
-                   help="folder for comparison.md, comparison.html and the PNGs (default: comparison/)")
+    p.add_argument("--out", type=Path, default=paths.DEFAULT_COMPARISON,
+                   help=f"folder for {paths.COMPARISON_MD}, {paths.COMPARISON_HTML} and the PNGs (default: "
+                        f"{paths.DEFAULT_COMPARISON}/)")
     p.add_argument("--md", type=Path, help="Markdown file (PNGs are written beside it)")
     p.add_argument("--html", type=Path, help="self-contained HTML file")
     p.add_argument("--force", action="store_true", help="replace earlier comparison files")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
 
-
-def _validate_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="hwprune validate", epilog=EPILOG,
+    p = sub.add_parser(
+        "validate", prog="hwprune validate", epilog=EPILOG, parents=[parent["lookup"], parent["debug"]],
         description="Re-check a shipped model against a target: a valid ONNX graph that runs on ONNX Runtime with "
                     "finite outputs, and its latency (measured where this host is the device, else predicted from "
                     "the target's profile) against the target's budget. Exit 10 when the budget is missed; exit 2 "
                     "when it cannot be checked (a speedup budget needs the dense latency hwprune records in the "
                     "model it built for that target): pass --budget-ms then.")
+    p.set_defaults(handler=cmd_validate)
     p.add_argument("model", type=Path, metavar="MODEL.onnx")
-    p.add_argument("--target", required=True, help="target name (see `hwprune targets`) or a target .toml file")
+    p.add_argument("--target", required=True, help=target_help)
     p.add_argument("--budget-ms", type=float, metavar="MS",
                    help="absolute latency budget in ms, replacing the target's (e.g. for a model without hwprune's "
                         "metadata, whose speedup budget cannot be checked)")
-    _add_lookup_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (`budget_source`: "
                                                       "target, model metadata or --budget-ms)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+    return top
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -143,11 +142,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise _config_error(f"--budget-ms must be a positive finite number of milliseconds, got {args.budget_ms}")
     from rich.console import Console
 
-    from hwprune import shipped
+    from hwprune import validate
     from hwprune.targets import load_target, target_dirs
     _setup_logging(Console(stderr=True), args.debug)
     target = load_target(args.target, target_dirs(args.targets_dir))
-    result = shipped.check(args.model, target, args.profiles_dir or Path("profiles"), args.budget_ms)
+    result = validate.check(args.model, target, args.profiles_dir, args.budget_ms)
     summary = {"model": str(result.path), "target": result.target, "built_for": result.built_for,
                "ran_on": list(result.providers), "latency_ms": result.latency_ms,
                "latency_source": result.latency_source, "how": result.how, "budget_ms": result.budget_ms,
@@ -177,8 +176,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from hwprune import compare
     comparison = compare.Comparison.load(args.reports)
-    outputs = compare.write(comparison, args.md or args.out / "comparison.md",
-                           args.html or args.out / "comparison.html", args.force)
+    outputs = compare.write(comparison, args.md or args.out / paths.COMPARISON_MD,
+                           args.html or args.out / paths.COMPARISON_HTML, args.force)
     print(f"wrote {outputs.markdown}, {outputs.html} and {len(outputs.pngs)} PNGs "
           f"({', '.join(p.name for p in outputs.pngs.values())}) for {len(comparison.reports)} targets")
     return 0
@@ -245,13 +244,12 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from hwprune.targets import available_targets, load_target, target_dirs
-    shipped = Path(__file__).resolve().parent.parent / "profiles"  # profiles.BUILTIN_PROFILES, without onnx
     dirs = target_dirs(args.targets_dir, args.config.resolve().parent if args.config else None)
     header = ("target", "profile", "providers", "threads", "budget", "description")
     rows = []
     for name in sorted(available_targets(dirs)):
         t = load_target(name, dirs)
-        kind = _profile_kind(t.profile, args.profiles_dir or Path("profiles"), shipped)
+        kind = _profile_kind(t.profile, args.profiles_dir)
         rows.append((t.name, f"{t.profile} ({kind})", ", ".join(t.providers), str(t.intra_op_threads),
                      t.budget.describe(), " ".join(t.description.split())))
     console = Console()
@@ -268,10 +266,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _profile_kind(profile_id: str, profiles_dir: Path, shipped: Path) -> str:
+def _profile_kind(profile_id: str, profiles_dir: Path) -> str:
     """"measured", "analytic", "not measured yet" or "unreadable", without loading onnx for the profile."""
-    for folder in (profiles_dir, shipped):
-        path = folder / f"{profile_id}.json"
+    for path in (paths.profile_file(profiles_dir, profile_id), paths.builtin_profile(profile_id)):
         if path.exists():
             try:
                 kind = json.loads(path.read_text())["provenance"]["kind"]
@@ -305,7 +302,7 @@ def _config_and_target(args: argparse.Namespace):
         config = dataclasses.replace(config, seed=args.seed)
     target = load_target(args.target, target_dirs(args.targets_dir, args.config.resolve().parent if args.config
                                                   else None))
-    _check_profiles_dir(args.profiles_dir or Path("profiles"))
+    _check_profiles_dir(args.profiles_dir)
     return config, target
 
 
@@ -329,7 +326,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.networks < 0:
         raise _config_error("--networks must be ≥ 0")
     config, target = _config_and_target(args)
-    profiles_dir = args.profiles_dir or Path("profiles")
+    profiles_dir = args.profiles_dir
     if args.quiet:
         result = pipeline.profile_target(config, target, profiles_dir, args.networks)
     else:
@@ -341,7 +338,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
            if b.calibration else "no calibration")
     print(f"profile {result.path}: {b.entries} kernels ({b.measured} measured now) in {b.seconds:.0f} s for "
           f"{b.networks} networks of the search space; {cal}; held-out networks' kernels already in the table: "
-          f"{b.coverage:.0%}; preferred channel multiple {result.preferred_multiple}")
+          f"{b.coverage:.0%}; preferred channel multiple {result.channel_multiple}")
     if result.replaced:
         print(f"the analytic profile it replaces was moved to {result.replaced}")
     return 0
@@ -356,67 +353,50 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise _config_error("--limit must be a positive integer")
     config, targets = _config_and_targets(args)
     several = len(targets) > 1
-    out_dirs = {t.name: (args.out / t.name if several and args.out else args.out or Path("out") / t.name)
+    out_dirs = {t.name: (args.out / t.name if several and args.out else args.out or paths.DEFAULT_OUT / t.name)
                 for t in targets}
 
-    from hwprune import cache, pipeline, report
-    options = pipeline.RunOptions(out_dir=Path("out"), profiles_dir=args.profiles_dir or Path("profiles"),
-                                  force=args.force, data_dir=args.data_dir, data_limit=args.limit,
-                                  cache_dir=None if args.no_cache else args.cache_dir or cache.default_dir(),
+    from hwprune import pipeline
+    options = pipeline.RunOptions(out_dir=paths.DEFAULT_OUT, profiles_dir=args.profiles_dir, force=args.force,
+                                  data_dir=args.data_dir, data_limit=args.limit,
+                                  cache_dir=None if args.no_cache else args.cache_dir or paths.cache_dir_default(),
                                   optimize=args.optimize, storage=args.storage)
-    reports, failures, missed = [], [], []
+    outcomes, failures = [], []
     start = time.perf_counter()
-    # closing: the output folders stay locked while the reports are written, and are let go even on an error
+    # closing: the output folders are let go even on an error
     with _progress(err, args.quiet) as progress, \
-            contextlib.closing(pipeline.run_targets(config, targets, options, out_dirs, progress)) as outcomes:
-        for outcome in outcomes:
-            if outcome.finished_before:
-                data = _earlier_report(outcome.out_dir / "report.json")
-                reports.append(data)
-                err.print(f"{outcome.target.name}: finished by an earlier run of this command; its results in "
-                          f"{outcome.out_dir} are kept", markup=False)
-                if not data["budget_met"]:
-                    missed.append(outcome.target.name)
-                continue
+            contextlib.closing(pipeline.run_targets(config, targets, options, out_dirs, progress)) as runs:
+        for outcome in runs:
             if outcome.error is not None:
                 failures.append(outcome.error)
                 if several:
                     err.print(f"error: {outcome.target.name}: {outcome.error.message}", markup=False)
                 continue
-            data = report.write(outcome.result, outcome.out_dir)
-            outcome.state.finish()
-            reports.append(data)
-            _print_summary(data, outcome.out_dir, Console(stderr=True) if args.json else Console())
-            if not outcome.result.budget_met:
-                missed.append(outcome.target.name)
+            outcomes.append(outcome)
+            if outcome.finished_before:
+                err.print(f"{outcome.target.name}: finished by an earlier run of this command; its results in "
+                          f"{outcome.out_dir} are kept", markup=False)
+            else:
+                _print_summary(outcome.report, outcome.out_dir, Console(stderr=True) if args.json else Console())
     if several:
-        err.print(f"{len(reports)} of {len(targets)} targets done in {time.perf_counter() - start:.0f} s "
+        err.print(f"{len(outcomes)} of {len(targets)} targets done in {time.perf_counter() - start:.0f} s "
                   f"(one dense training for all)", markup=False)
     if args.json:
+        reports = [o.report for o in outcomes]
         print(json.dumps(reports if several else (reports[0] if reports else None), indent=2))
     if failures:
         if several:
             err.print(f"{len(failures)} of {len(targets)} targets failed", markup=False)
         raise failures[0]
+    missed = [o for o in outcomes if not o.budget_met]
     if missed:
-        r = next(d for d in reports if d["target"] == missed[0])
+        r = missed[0].report
         raise BudgetNotMetError(
-            f"{missed[0]}: pruned latency {r['pruned']['latency_ms']:.4f} ms ({r['pruned']['latency_source']}) "
-            f"exceeds the budget {r['budget_ms']:.4f} ms" + (f" ({len(missed)} targets missed)" if len(missed) > 1
-                                                              else ""),
+            f"{missed[0].target.name}: pruned latency {r['pruned']['latency_ms']:.4f} ms "
+            f"({r['pruned']['latency_source']}) exceeds the budget {r['budget_ms']:.4f} ms"
+            + (f" ({len(missed)} targets missed)" if len(missed) > 1 else ""),
             hint="raise [imp] extra_rounds or [search] trials, or relax the budget")
     return 0
-
-
-def _earlier_report(path: Path) -> dict:
-    """The report a finished earlier run wrote (the user may have edited or damaged it since)."""
-    from hwprune import report
-    from hwprune.errors import OutputError, ReportError
-    try:
-        return report.read(path)
-    except ReportError as exc:
-        raise OutputError(f"{exc.message}; it was written by an earlier, finished run of this command",
-                          hint="pass --force to run the target again, or restore the file") from None
 
 
 def _config_and_targets(args: argparse.Namespace):
@@ -460,8 +440,8 @@ def _print_summary(data: dict, out_dir: Path, console) -> None:
     table.add_row("MACs", f"{d['macs']:,}", f"{p['macs']:,}")
     table.add_row("params", f"{d['params']:,}", f"{p['params']:,}")
     console.print(table)
-    console.print(f"speedup {data['speedup']:.2f}x; wrote {out_dir / 'model.onnx'}, report.json, report.md "
-                  f"in {data['seconds']['total_s']:.0f} s", markup=False, highlight=False)
+    console.print(f"speedup {data['speedup']:.2f}x; wrote {out_dir / paths.MODEL_ONNX}, {paths.REPORT_JSON}, "
+                  f"{paths.REPORT_MD} in {data['seconds']['total_s']:.0f} s", markup=False, highlight=False)
 
 
 def _one_line(text: str) -> str:
@@ -493,18 +473,15 @@ def _ctrl_c_raises_interrupted() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"targets": (cmd_targets, _targets_parser), "profile": (cmd_profile, _profile_parser),
-                "compare": (cmd_compare, _compare_parser), "validate": (cmd_validate, _validate_parser)}
-    command, make_parser = commands.get(argv[0] if argv else "", (cmd_run, _run_parser))
-    if command is not cmd_run:
-        argv = argv[1:]
-    parser = make_parser()
-    args = parser.parse_args(argv)
+    if not argv or argv[0] not in COMMANDS:
+        argv.insert(0, "run")  # the main job needs no command name: `hwprune --target x86-cpu`
+    args = build_parser().parse_args(argv)
+    command = args.handler
     try:
         with _ctrl_c_raises_interrupted():
             return command(args)
     except HwpruneError as exc:
-        if getattr(args, "debug", False):
+        if args.debug:
             raise
         print(f"error: {_one_line(exc.message)}", file=sys.stderr)
         if exc.hint:
@@ -512,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         if command is cmd_run:
-            print("error: interrupted; every finished stage is saved (OUT/.hwprune), nothing half-written was kept",
-                  file=sys.stderr)
+            print(f"error: interrupted; every finished stage is saved (OUT/{paths.STATE_DIR}), nothing half-written "
+                  "was kept", file=sys.stderr)
             print("hint: run the same command again to continue where it stopped", file=sys.stderr)
         else:
             print("error: interrupted; files already written are complete, nothing half-written was kept",

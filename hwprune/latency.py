@@ -15,17 +15,23 @@ import logging
 import random
 from dataclasses import dataclass
 
-from hwprune import analytic, profiles, runtime
+import onnx
+import torch
+from torch import nn
+
+from hwprune import analytic, export, profiles, runtime
 from hwprune.errors import ProfileError
-from hwprune.onnxgraph import GraphTemplate, Kernel, runtime_kernels
+from hwprune.onnxgraph import GraphTemplate, Kernel, probe_widths, runtime_kernels
 from hwprune.profiles import Calibration, DeviceProfile
 from hwprune.progress import NullProgress, Progress, stage
+from hwprune.prune import graph
+from hwprune.prune.masks import Masks
 from hwprune.runtime import CALIBRATION_PROTOCOL, TimingProtocol
 
 log = logging.getLogger(__name__)
 
-# A calibration network predicted this far off its measured time means a disturbed measurement: on a quiet
-# host the fit's largest error is 1-2 % (README, latency prediction); 10 % leaves room for honest noise.
+# A calibration network predicted this far off its measured time means a disturbed measurement (README,
+# latency prediction: a quiet host fits far closer); the margin leaves room for honest noise.
 REMEASURE_ABOVE_PCT = 10.0
 
 
@@ -73,7 +79,7 @@ class LatencyModel:
         return Prediction(latency, total, tuple(parts), "analytic" if self.profile.analytic else "table")
 
 
-class LatencyOracle:
+class LatencyPredictor:
     """Predicts a width configuration's latency, measuring missing kernels on first need when it can."""
 
     def __init__(self, template: GraphTemplate, profile: profiles.DeviceProfile, protocol: TimingProtocol,
@@ -116,7 +122,8 @@ class LatencyOracle:
     def __call__(self, widths: dict[str, int]) -> float:
         return self.predict(widths).latency_ms
 
-    def calibrate(self, dense_widths: dict[str, int], multiple: int, seed: int) -> profiles.Calibration | None:
+    def calibrate(self, dense_widths: dict[str, int], channel_multiple: int, seed: int
+                  ) -> profiles.Calibration | None:
         """Fit Σ-kernels → whole-model latency on networks measured here: dense, uniformly thinned, random
         aligned and random unaligned widths (the search and users' models produce both).
 
@@ -126,7 +133,7 @@ class LatencyOracle:
         """
         if self.model.calibration is not None or not self.profile.measured_here:
             return self.model.calibration
-        configs = calibration_configs(dense_widths, multiple, seed)
+        configs = calibration_configs(dense_widths, channel_multiple, seed)
         calibration = self._fit(configs)
         if calibration.max_error_pct > REMEASURE_ABOVE_PCT:
             log.warning("the latency table disagrees with whole-network timings by up to %.0f%% (load on this "
@@ -159,12 +166,21 @@ class LatencyOracle:
         return profiles.fit_calibration(sums, measured, self.profile.overhead_ms)
 
 
-def calibration_configs(dense_widths: dict[str, int], multiple: int, seed: int) -> list[dict[str, int]]:
+def build_template(model: nn.Module, example: torch.Tensor, dense_proto: onnx.ModelProto,
+                   dense_widths: dict[str, int], ignore: tuple[str, ...]) -> GraphTemplate:
+    """The dense graph made re-sizable: parameter shape rules from the pruning engine, constants from a probe."""
+    widths = probe_widths(dense_widths)
+    probe = graph.slim(model, example, Masks.full(dense_widths),
+                       Masks.from_kept(dense_widths, {g: list(range(w)) for g, w in widths.items()}), ignore)
+    params, conv_groups = graph.shape_rules(model, example, ignore)
+    return GraphTemplate.build(dense_proto, export.export(probe, example), dense_widths, widths, params, conv_groups)
+
+
+def calibration_configs(dense_widths: dict[str, int], channel_multiple: int, seed: int) -> list[dict[str, int]]:
     rng = random.Random(seed)
     configs = [dense_widths]
-    configs += [{g: max(multiple, multiple * round(w * f / multiple)) for g, w in dense_widths.items()}
-                for f in (0.75, 0.5, 0.35)]
-    configs += [{g: max(multiple, multiple * rng.randint(1, max(1, w // multiple))) for g, w in
-                 dense_widths.items()} for _ in range(3)]
+    m = channel_multiple
+    configs += [{g: max(m, m * round(w * f / m)) for g, w in dense_widths.items()} for f in (0.75, 0.5, 0.35)]
+    configs += [{g: max(m, m * rng.randint(1, max(1, w // m))) for g, w in dense_widths.items()} for _ in range(3)]
     configs += [{g: rng.randint(max(1, w // 6), w) for g, w in dense_widths.items()} for _ in range(2)]
     return configs

@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import platform
 import socket
 from collections.abc import Callable, Iterable
@@ -25,44 +24,16 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from hwprune import atomic, runtime
+from hwprune import atomic, paths, runtime
 from hwprune.analytic import AnalyticSpec
 from hwprune.errors import ProfileError
 from hwprune.onnxgraph import Kernel
-from hwprune.runtime import RuntimeSettings, TimingProtocol
+from hwprune.provenance import HostFingerprint
+from hwprune.runtime import TimingProtocol
+from hwprune.targets import RuntimeSettings, Target
 
 log = logging.getLogger(__name__)
 PROFILE_SCHEMA = 2
-BUILTIN_PROFILES = Path(__file__).resolve().parent.parent / "profiles"  # analytic profiles shipped in the checkout
-_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
-              "asimd", "sve")
-
-
-@dataclass(frozen=True)
-class HostFingerprint:
-    cpu: str
-    arch: str
-    isa: tuple[str, ...]
-    cores: int
-
-    @classmethod
-    def current(cls) -> HostFingerprint:
-        cpu, flags = platform.processor() or "unknown", set()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "Model", "Hardware") and cpu in ("unknown", platform.machine(), ""):
-                    cpu = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = set(value.split())
-        except OSError:
-            pass
-        return cls(cpu, platform.machine(), tuple(f for f in _ISA_FLAGS if f in flags), os.cpu_count() or 1)
-
-    def differences(self, other: HostFingerprint) -> list[str]:
-        return [f"{k}: {a!r} vs {b!r}" for k, a, b in
-                ((k, getattr(self, k), getattr(other, k)) for k in ("cpu", "arch", "isa", "cores")) if a != b]
 
 
 @dataclass(frozen=True)
@@ -92,7 +63,7 @@ class DeviceProfile:
                  provenance: dict[str, Any], protocol: dict[str, Any], overhead_ms: float = 0.0,
                  entries: dict[str, Entry] | None = None, calibrations: dict[str, Calibration] | None = None,
                  path: Path | None = None, analytic: AnalyticSpec | None = None,
-                 alignment: dict[str, Any] | None = None) -> None:
+                 alignment_sweep: dict[str, Any] | None = None) -> None:
         self.id = profile_id
         self.fingerprint = fingerprint
         self.settings = settings
@@ -104,18 +75,18 @@ class DeviceProfile:
         self.calibrations = calibrations or {}
         self.path = path
         self.analytic = analytic
-        self.alignment = alignment  # the measured channel sweep (profiling.AlignmentSweep.to_json())
+        self.alignment_sweep = alignment_sweep  # the measured channel sweep (measure.AlignmentSweep.to_json())
 
     @property
-    def preferred_multiple(self) -> int | None:
+    def preferred_channel_multiple(self) -> int | None:
         """The channel multiple the device's runtime prefers: measured by the alignment sweep, or analytic."""
-        if self.alignment:
-            return int(self.alignment["preferred_channel_multiple"])
+        if self.alignment_sweep:
+            return int(self.alignment_sweep["preferred_channel_multiple"])
         return self.analytic.channel_multiple if self.analytic else None
 
     # -- identity ------------------------------------------------------------------------------------------
     def host_mismatches(self) -> list[str]:
-        """Why this host is not the profile's device (empty when it is)."""
+        """Why this host is not the host the table was measured on (empty when it is)."""
         reasons = self.fingerprint.differences(HostFingerprint.current())
         if self.ort_version != runtime.version():
             reasons.append(f"onnxruntime: {self.ort_version!r} vs {runtime.version()!r}")
@@ -123,9 +94,7 @@ class DeviceProfile:
 
     def graph_mismatches(self) -> list[str]:
         """Why this host's ONNX Runtime would build other graphs than the profile's device (empty if none)."""
-        current = HostFingerprint.current()
-        reasons = [f"{k}: {a!r} vs {b!r}" for k, a, b in
-                   ((k, getattr(self.fingerprint, k), getattr(current, k)) for k in ("arch", "isa")) if a != b]
+        reasons = self.fingerprint.differences(HostFingerprint.current(), ("arch", "isa"))
         if self.ort_version != runtime.version():
             reasons.append(f"onnxruntime: {self.ort_version!r} vs {runtime.version()!r}")
         return reasons
@@ -136,7 +105,8 @@ class DeviceProfile:
 
     @property
     def measured_here(self) -> bool:
-        return self.kind == "measured" and not self.host_mismatches()
+        """This host is the profile's device: its latencies are measured here (see `device_mismatches`)."""
+        return not device_mismatches(self.fingerprint.arch, self.settings.providers, self)
 
     def describe(self) -> str:
         return (f"profile '{self.id}' ({self.provenance.get('kind')} on {self.provenance.get('host')}, "
@@ -154,7 +124,7 @@ class DeviceProfile:
             "overhead_ms": self.overhead_ms,
             "calibration": {k: asdict(v) for k, v in self.calibrations.items()},
             **({"analytic": asdict(self.analytic)} if self.analytic else {}),
-            **({"alignment": self.alignment} if self.alignment else {}),
+            **({"alignment": self.alignment_sweep} if self.alignment_sweep else {}),
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
         }
 
@@ -166,7 +136,7 @@ class DeviceProfile:
         path = Path(path) if path is not None else self.path
         if path is None:
             raise ProfileError("profile has no file to save to")
-        with atomic.FileLock(path.with_name(path.name + ".lock")):
+        with atomic.FileLock(paths.lock_beside(path)):
             if path.exists():
                 self._merge(DeviceProfile.load(path))
             self.provenance["updated"] = _now()
@@ -185,7 +155,7 @@ class DeviceProfile:
             self.entries.setdefault(key, entry)
         for key, calibration in disk.calibrations.items():
             self.calibrations.setdefault(key, calibration)
-        self.alignment = self.alignment or disk.alignment
+        self.alignment_sweep = self.alignment_sweep or disk.alignment_sweep
 
     @classmethod
     def load(cls, path: Path) -> DeviceProfile:
@@ -365,14 +335,41 @@ def _null_model() -> onnx.ModelProto:
     return model
 
 
+def device_mismatches(arch: str, providers: tuple[str, ...], profile: DeviceProfile | None) -> list[str]:
+    """Why this host is not the device of a target with architecture `arch` (empty: any), execution
+    `providers` and `profile` (None: none yet); empty when it is, and then its latencies are measured here.
+
+    The one definition of "this host is the target's device", used by runs, `hwprune validate`, `hwprune
+    profile` and the table: the architecture and providers are this host's, and the profile, if any, was
+    measured on this host (CPU fingerprint and onnxruntime version). An analytic profile never is; a
+    target without a profile yet is, when a first measurement here could create one.
+    """
+    reasons = []
+    if arch and arch != platform.machine():
+        reasons.append(f"arch: {arch!r} vs this host's {platform.machine()!r}")
+    available = runtime.available_providers()
+    reasons += [f"execution provider {p} is not available here" for p in providers if p not in available]
+    if profile is not None:
+        if profile.kind != "measured":
+            reasons.append(f"profile '{profile.id}' is {profile.kind}, not measured")
+        else:
+            reasons += profile.host_mismatches()
+    return reasons
+
+
+def host_is_device(target: Target, profile: DeviceProfile | None) -> bool:
+    """See `device_mismatches`."""
+    return not device_mismatches(target.arch, target.providers, profile)
+
+
 def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path, target_arch: str,
                  protocol: TimingProtocol = runtime.KERNEL_PROTOCOL) -> DeviceProfile:
-    """Load `profiles_dir/<id>.json` (else the analytic profile shipped in the checkout's profiles/); create
-    it for this host when absent and the host can be the device."""
-    path = profiles_dir / f"{profile_id}.json"
-    shipped = BUILTIN_PROFILES / f"{profile_id}.json"
-    if not path.exists() and shipped.exists() and DeviceProfile.load(shipped).analytic is not None:
-        path = shipped
+    """Load `profiles_dir/<id>.json` (else the analytic profile shipped with hwprune); create it for this
+    host when absent and the host can be the device."""
+    path = paths.profile_file(profiles_dir, profile_id)
+    builtin = paths.builtin_profile(profile_id)
+    if not path.exists() and builtin.exists() and DeviceProfile.load(builtin).analytic is not None:
+        path = builtin
     if path.exists():
         profile = DeviceProfile.load(path)
         if profile.settings != settings:
@@ -391,9 +388,10 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
                 log.warning("profile %s was measured on another host (%s); latencies are predicted, not measured "
                             "here", path, "; ".join(mismatches))
         return profile
-    if target_arch and target_arch != platform.machine():
-        raise ProfileError(f"no profile {path} for this {target_arch} target, and this {platform.machine()} host "
-                           "cannot measure one", hint="run `hwprune profile` on the device and copy the file here")
+    cannot = device_mismatches(target_arch, settings.providers, None)
+    if cannot:
+        raise ProfileError(f"no profile {path} for this target, and this host cannot measure one "
+                           f"({'; '.join(cannot)})", hint="run `hwprune profile` on the device and copy the file here")
     return new_host_profile(profile_id, settings, protocol, path)
 
 

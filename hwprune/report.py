@@ -17,12 +17,12 @@ from typing import Any
 
 import jsonschema
 
-from hwprune import atomic
+from hwprune import atomic, paths
 from hwprune.errors import ReportError
-from hwprune.pipeline import ModelSummary, RunResult
+from hwprune.records import ModelSummary, RunResult
 
 REPORT_SCHEMA = 2
-SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / f"report-{REPORT_SCHEMA}.schema.json"
+SCHEMA_FILE = paths.report_schema(REPORT_SCHEMA)
 
 
 @cache
@@ -118,7 +118,6 @@ def _model(summary: ModelSummary) -> dict[str, Any]:
 
 def to_json(result: RunResult) -> dict[str, Any]:
     t = result.target
-    speedup = result.dense.latency_ms / result.pruned.latency_ms if result.pruned.latency_ms else None
     return {
         "tool": "hwprune",
         "schema": REPORT_SCHEMA,
@@ -129,9 +128,9 @@ def to_json(result: RunResult) -> dict[str, Any]:
                             "precision": t.precision, "graph_optimization": t.graph_optimization,
                             "channel_multiple": result.channel_multiple, "budget": t.budget.describe(),
                             "file": t.source},
-        "budget_ms": result.budget_ms,
+        "budget_ms": result.budget.ms,
         "budget_met": result.budget_met,
-        "speedup": speedup,
+        "speedup": result.speedup,
         "dense": _model(result.dense),
         "pruned": {**_model(result.pruned), "kept_channels": result.kept},
         "onnx": result.onnx_path.name,
@@ -224,11 +223,12 @@ def _dense_source(dense: dict[str, Any]) -> str:
     return f"loaded from the cache (key {dense['cache_key']}; {took} originally)" if dense["cached"] else took
 
 
-def write(result: RunResult, out_dir: Path) -> dict[str, Any]:
+def write(result: RunResult, folder: paths.RunFolder) -> dict[str, Any]:
+    """report.json and report.md in the run folder; returns the report."""
     report = to_json(result)
     found = problems(report)
     if found:  # hwprune's own output must match its schema: a bug, not a user error
         raise AssertionError(f"report does not match {SCHEMA_FILE.name}: {found}")
-    atomic.write_json(out_dir / "report.json", report)
-    atomic.write_text(out_dir / "report.md", to_markdown(report))
+    atomic.write_json(folder.report_json, report)
+    atomic.write_text(folder.report_md, to_markdown(report))
     return report

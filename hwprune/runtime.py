@@ -17,6 +17,7 @@ from onnx import helper
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from hwprune.errors import ExportError, ProfileError
+from hwprune.targets import RuntimeSettings
 
 # What ONNX Runtime raises for a model it cannot load, optimise or run (its own types, not RuntimeError):
 # callers that run a user's model (`hwprune validate`) turn these into a one-line error.
@@ -31,19 +32,6 @@ _OPT = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """What a latency depends on besides the graph."""
-
-    providers: tuple[str, ...]
-    intra_op_threads: int
-    graph_optimization: str
-
-    def describe(self) -> str:
-        return (f"{'/'.join(self.providers)}, {self.intra_op_threads} thread(s), "
-                f"optimisation '{self.graph_optimization}'")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import importlib.util
 import logging
 import re
@@ -30,6 +29,7 @@ from optuna.trial import TrialState
 from hwprune import atomic, faults
 from hwprune.errors import ConfigError, SearchError
 from hwprune.progress import NullProgress, Progress, stage
+from hwprune.provenance import derive_seed
 from hwprune.prune.masks import keep_count
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class SearchOutcome:
 MIN_SHARE = 0.05  # a group's smallest share of the pruning (0 would exempt it entirely)
 
 
-def on_target(space: SearchSpace, predict: Callable[[dict[str, int]], float], target_ms: float,
+def on_target(space: SearchSpace, predictor: Callable[[dict[str, int]], float], target_ms: float,
               shares: dict[str, float]) -> tuple[float, dict[str, int]]:
     """(scale, widths): the least pruning along `shares` whose predicted latency meets the target.
 
@@ -86,11 +86,11 @@ def on_target(space: SearchSpace, predict: Callable[[dict[str, int]], float], ta
         return space.widths_for({g: scale * s for g, s in shares.items()})
 
     lo, hi = 0.0, space.max_prune_rate / min(shares.values())
-    if predict(widths_at(lo)) <= target_ms:
+    if predictor(widths_at(lo)) <= target_ms:
         return lo, widths_at(lo)
     for _ in range(14):
         mid = (lo + hi) / 2
-        if predict(widths_at(mid)) <= target_ms:
+        if predictor(widths_at(mid)) <= target_ms:
             hi = mid
         else:
             lo = mid
@@ -230,15 +230,10 @@ def _shares_of(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     return dict(fixed) if isinstance(fixed, dict) else dict(trial.params)
 
 
-def _slot_seed(seed: int, slot: int, worker: str) -> int:
-    digest = hashlib.sha256(f"{seed}:trial{slot}:{worker}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-def require_reachable(space: SearchSpace, predict: Callable[[dict[str, int]], float], target_ms: float) -> None:
+def require_reachable(space: SearchSpace, predictor: Callable[[dict[str, int]], float], target_ms: float) -> None:
     """Raise SearchError (saying the smallest reachable latency and what limits it) when no network in the
     space is predicted to meet `target_ms`; checked before round 1 too, so no round is spent in vain."""
-    floor_ms = predict(space.widths_for(dict.fromkeys(space.dense_widths, space.max_prune_rate)))
+    floor_ms = predictor(space.widths_for(dict.fromkeys(space.dense_widths, space.max_prune_rate)))
     if floor_ms > target_ms:
         raise SearchError(
             f"latency target {target_ms:.4f} ms is infeasible: the smallest network the search may build "
@@ -246,7 +241,7 @@ def require_reachable(space: SearchSpace, predict: Callable[[dict[str, int]], fl
             hint="raise the budget, or raise [search] max_prune_rate (limit) / lower the target's channel_multiple")
 
 
-def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
+def search(space: SearchSpace, predictor: Callable[[dict[str, int]], float],
            evaluate: Callable[[dict[str, int]], float], target_ms: float, trials: int, seed: int,
            sampler: str = "tpe", progress: Progress = NullProgress(), description: str = "search",
            place: StudyPlace | None = None) -> SearchOutcome:
@@ -257,84 +252,109 @@ def search(space: SearchSpace, predict: Callable[[dict[str, int]], float],
     re-seeded per trial from the number of trials finished before it, so a resumed search proposes what
     the uninterrupted one would have.
     """
-    require_reachable(space, predict, target_ms)
+    require_reachable(space, predictor, target_ms)
     place = place or StudyPlace(optuna.storages.InMemoryStorage(), "search")
-    groups = list(space.dense_widths)
-    uniform, _ = on_target(space, predict, target_ms, dict.fromkeys(groups, 1.0))
-    study = optuna.create_study(storage=place.storage, study_name=place.name, direction="maximize",
-                                load_if_exists=True, sampler=make_sampler(sampler, seed))
-    study_id = place.storage.get_study_id_from_name(place.name)
-    cache: dict[tuple[int, ...], float] = {}
-
-    def finished() -> list[optuna.trial.FrozenTrial]:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return sorted(done, key=lambda t: t.number)[:trials]
-
-    uniform_shares = dict.fromkeys(groups, 1.0)
-
-    def uniform_trials() -> list[optuna.trial.FrozenTrial]:
-        """Live trials of the uniform shares, by number. An enqueued trial (WAITING, or RUNNING before it
-        suggested anything) has no params yet: its shares are the "fixed_params" it was enqueued with."""
-        live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
-        return sorted((t for t in live if _shares_of(t) == uniform_shares), key=lambda t: t.number)
-
-    def enqueue_uniform() -> None:
-        """The uniform rate first; again if its trial was killed (FAIL), never while one is live. Optuna's
-        enqueue_trial(skip_if_exists=True) would not do: it also counts failed trials."""
-        if not uniform_trials():
-            study.enqueue_trial(uniform_shares)
+    uniform, _ = on_target(space, predictor, target_ms, dict.fromkeys(space.dense_widths, 1.0))
+    study = _Study(place, make_sampler(sampler, seed), trials, list(space.dense_widths))
+    scores: dict[tuple[int, ...], float] = {}  # widths already scored (two share vectors may round alike)
 
     def objective(trial: optuna.Trial) -> float:
-        live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        if sum(t.number < trial.number for t in live) >= trials:
-            raise optuna.TrialPruned("surplus: another worker took the last trial")
-        this = place.storage.get_trial(place.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
-        if _shares_of(this) == uniform_shares and uniform_trials()[0].number < trial.number:
-            # workers that started together both enqueued it: the first one runs, this copy is given up
-            raise optuna.TrialPruned("surplus: another worker runs the uniform trial")
-        shares = {g: trial.suggest_float(g, MIN_SHARE, 1.0) for g in groups}
-        _, widths = on_target(space, predict, target_ms, shares)
+        study.refuse_surplus(trial)
+        shares = {g: trial.suggest_float(g, MIN_SHARE, 1.0) for g in space.dense_widths}
+        _, widths = on_target(space, predictor, target_ms, shares)
         trial.set_user_attr("widths", widths)
-        trial.set_user_attr("predicted_ms", predict(widths))
+        trial.set_user_attr("predicted_ms", predictor(widths))
         trial.set_user_attr("worker", place.worker)
         key = tuple(widths.values())
-        if key not in cache:
-            known = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                     if tuple(t.user_attrs.get("widths", {}).values()) == key]
-            cache[key] = known[0] if known else evaluate(widths)
+        if key not in scores:
+            known = study.score_of(key)
+            scores[key] = known if known is not None else evaluate(widths)
         faults.reached(f"trial:{place.label}:{trial.number}")
-        return cache[key]
-
-    def fail_stale() -> None:
-        now = datetime.datetime.now()
-        longest = max((t.duration.total_seconds() for t in finished() if t.duration), default=0.0)
-        patience = max(place.stale_s, 10 * longest)  # a slow trial is not a dead worker
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not place.shared or (t.datetime_start and (now - t.datetime_start).total_seconds() > patience):
-                log.warning("trial %d of the %s search never finished (its worker stopped); running it again",
-                            t.number, place.label)
-                trial_id = place.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-                place.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        return scores[key]
 
     with stage(progress, description, trials) as bar:
-        if finished():
-            bar.advance(len(finished()), "resumed")
-        fail_stale()
-        while (done := len(finished())) < trials:
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if done + len(running) >= trials:  # other workers are finishing the last trials
+        if study.finished():
+            bar.advance(len(study.finished()), "resumed")
+        study.fail_stale()
+        while (done := len(study.finished())) < trials:
+            if done + len(study.running()) >= trials:  # other workers are finishing the last trials
                 time.sleep(place.poll_s)
-                fail_stale()
+                study.fail_stale()
                 continue
-            enqueue_uniform()  # in the loop: a uniform trial found dead mid-search is run again
-            study.sampler = make_sampler(sampler, _slot_seed(seed, done, place.worker if place.shared else ""))
-            study.optimize(objective, n_trials=1, catch=())
-            best = max((t.value for t in finished()), default=None)
-            bar.advance(len(finished()) - done, f"best proxy acc {best:.3f}" if best is not None else "")
+            study.enqueue_uniform()  # in the loop: a uniform trial found dead mid-search is run again
+            study.study.sampler = make_sampler(sampler, derive_seed(seed, f"trial{done}:"
+                                                                          f"{place.worker if place.shared else ''}"))
+            study.study.optimize(objective, n_trials=1, catch=())
+            best = max((t.value for t in study.finished()), default=None)
+            bar.advance(len(study.finished()) - done, f"best proxy acc {best:.3f}" if best is not None else "")
     records = [TrialRecord(t.number, dict(t.user_attrs["widths"]), float(t.user_attrs["predicted_ms"]),
-                           float(t.user_attrs["predicted_ms"]) <= target_ms, float(t.value)) for t in finished()]
+                           float(t.user_attrs["predicted_ms"]) <= target_ms, float(t.value))
+               for t in study.finished()]
     feasible = [r for r in records if r.feasible]
     if not feasible:  # unreachable: every trial is placed on the target, whose floor was checked above
         raise SearchError(f"no trial met the latency target {target_ms:.4f} ms", hint="raise [search] trials")
     best = max(feasible, key=lambda r: (r.proxy_accuracy, r.predicted_ms, -r.number))  # ties: the larger network
     return SearchOutcome(best.widths, best.predicted_ms, float(best.proxy_accuracy), tuple(records), uniform)
+
+
+class _Study:
+    """One round's Optuna study as the search sees it: the first `trials` finished trials, the uniform trial
+    enqueued once, surplus trials of cooperating workers given up, dead workers' trials failed."""
+
+    def __init__(self, place: StudyPlace, sampler: optuna.samplers.BaseSampler, trials: int,
+                 groups: list[str]) -> None:
+        self.place, self.trials = place, trials
+        self.study = optuna.create_study(storage=place.storage, study_name=place.name, direction="maximize",
+                                         load_if_exists=True, sampler=sampler)
+        self.study_id = place.storage.get_study_id_from_name(place.name)
+        self.uniform_shares = dict.fromkeys(groups, 1.0)
+
+    def finished(self) -> list[optuna.trial.FrozenTrial]:
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return sorted(done, key=lambda t: t.number)[:self.trials]
+
+    def running(self) -> list[optuna.trial.FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+    def score_of(self, widths_key: tuple[int, ...]) -> float | None:
+        """The score a finished trial (this worker's or another's) already gave these widths."""
+        known = [t.value for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if tuple(t.user_attrs.get("widths", {}).values()) == widths_key]
+        return known[0] if known else None
+
+    def uniform_trials(self) -> list[optuna.trial.FrozenTrial]:
+        """Live trials of the uniform shares, by number. An enqueued trial (WAITING, or RUNNING before it
+        suggested anything) has no params yet: its shares are the "fixed_params" it was enqueued with."""
+        live = self.study.get_trials(deepcopy=False,
+                                     states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+        return sorted((t for t in live if _shares_of(t) == self.uniform_shares), key=lambda t: t.number)
+
+    def enqueue_uniform(self) -> None:
+        """The uniform rate first; again if its trial was killed (FAIL), never while one is live. Optuna's
+        enqueue_trial(skip_if_exists=True) would not do: it also counts failed trials."""
+        if not self.uniform_trials():
+            self.study.enqueue_trial(self.uniform_shares)
+
+    def refuse_surplus(self, trial: optuna.Trial) -> None:
+        """Give up a trial beyond the first `trials` (another worker took the last one), or a second copy of
+        the uniform trial (workers that started together both enqueued it: the first one runs)."""
+        live = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if sum(t.number < trial.number for t in live) >= self.trials:
+            raise optuna.TrialPruned("surplus: another worker took the last trial")
+        storage = self.place.storage
+        this = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
+        if _shares_of(this) == self.uniform_shares and self.uniform_trials()[0].number < trial.number:
+            raise optuna.TrialPruned("surplus: another worker runs the uniform trial")
+
+    def fail_stale(self) -> None:
+        """Fail running trials whose worker stopped: in a local study every one (leftovers of a killed run); in
+        a shared one those running longer than `stale_s` or 10x the slowest finished trial."""
+        now = datetime.datetime.now()
+        longest = max((t.duration.total_seconds() for t in self.finished() if t.duration), default=0.0)
+        patience = max(self.place.stale_s, 10 * longest)  # a slow trial is not a dead worker
+        for t in self.running():
+            if not self.place.shared or (t.datetime_start and (now - t.datetime_start).total_seconds() > patience):
+                log.warning("trial %d of the %s search never finished (its worker stopped); running it again",
+                            t.number, self.place.label)
+                trial_id = self.place.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+                self.place.storage.set_trial_state_values(trial_id, TrialState.FAIL)

@@ -28,16 +28,12 @@ from typing import Any
 
 import torch
 
-from hwprune import __version__, atomic
+from hwprune import __version__, atomic, paths
 from hwprune.config import ProjectConfig
 from hwprune.errors import OutputError
 from hwprune.targets import Target
 
-STATE_DIR = ".hwprune"
 FORMAT = 1
-LOCK = "lock"
-# what a state without a readable `files` list (unreadable run.json, or one written before the list) may hold
-_HWPRUNE_NAMES = ("run.json", "optuna.journal", "optuna.journal.lock", "dense-*.pt", "round-*.pt")
 
 
 def settings_fingerprint(config: ProjectConfig, target: Target, data_dir: str | None, data_limit: int | None) -> str:
@@ -61,7 +57,8 @@ class RunState:
     def open(cls, out_dir: Path, fingerprint: str, force: bool) -> tuple[RunState, bool]:
         """(state, resuming), locked against other runs until `release()`. --force discards an earlier state
         (an unreadable one too); one written with other settings is refused."""
-        state = cls(out_dir / STATE_DIR, fingerprint, atomic.FileLock(out_dir / STATE_DIR / LOCK))
+        state_dir = paths.RunFolder(out_dir).state_dir
+        state = cls(state_dir, fingerprint, atomic.FileLock(state_dir / paths.STATE_LOCK))
         if not state.lock.acquire(wait=False):
             pid = state.lock.holder()
             raise OutputError(f"another hwprune run{f' (pid {pid})' if pid else ''} is writing {out_dir}",
@@ -110,19 +107,19 @@ class RunState:
             info = None
         names = info.get("files") if isinstance(info, dict) else None
         if not isinstance(names, list):
-            names = sorted({p.name for pattern in _HWPRUNE_NAMES for p in self.dir.glob(pattern)})
-        return [n for n in names if isinstance(n, str) and n not in ("", ".", "..", LOCK) and "/" not in n
+            names = sorted({p.name for pattern in paths.STATE_PATTERNS for p in self.dir.glob(pattern)})
+        return [n for n in names if isinstance(n, str) and n not in ("", ".", "..", paths.STATE_LOCK) and "/" not in n
                 and "\\" not in n]
 
     def discard(self) -> None:
         """--force: delete what this state wrote (its files, their temp files, run.json), nothing else: a file
         of the user's in the folder stays. The lock stays too (see atomic.FileLock)."""
-        for name in [*self.files(), "run.json"]:
+        for name in [*self.files(), paths.RUN_RECORD]:
             for path in [self.dir / name, *self.dir.glob(f".{glob.escape(name)}.*.tmp*")]:
                 path.unlink(missing_ok=True)
 
     def info(self) -> dict[str, Any] | None:
-        path = self.dir / "run.json"
+        path = self.dir / paths.RUN_RECORD
         if not path.exists():
             return None
         try:
@@ -135,7 +132,7 @@ class RunState:
                               hint="pass --force to discard it and start over") from None
 
     def _write_info(self, info: dict[str, Any]) -> None:
-        atomic.write_json(self.dir / "run.json", info)
+        atomic.write_json(self.dir / paths.RUN_RECORD, info)
 
     def stages(self) -> list[str]:
         info = self.info()
@@ -173,8 +170,8 @@ class RunState:
                               hint="pass --force to discard the run state and start over") from None
 
     def journal(self) -> Path:
-        self.path("optuna.journal.lock")  # Optuna's own lock, left behind when a run is killed while it writes
-        return self.path("optuna.journal")
+        self.path(paths.JOURNAL_LOCK)  # Optuna's own lock, left behind when a run is killed while it writes
+        return self.path(paths.JOURNAL)
 
     def finish(self) -> None:
         """Keep the record and the study, drop the weight files (hwprune's only)."""

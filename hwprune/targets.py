@@ -1,4 +1,7 @@
-"""Deployment targets: a device profile id plus ONNX Runtime settings and a latency budget."""
+"""Deployment targets: a device profile id plus ONNX Runtime settings and a latency budget.
+
+Light on purpose (no torch, onnx or onnxruntime): `hwprune targets`, reports and comparisons read targets.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwprune import paths
 from hwprune.config import read_toml
 from hwprune.errors import ConfigError
 
@@ -20,17 +24,55 @@ _INT_MAX = {"intra_op_threads": 4096, "batch": 65536, "channel_multiple": 4096}
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    """What a latency depends on besides the graph: the ONNX Runtime session a target runs under."""
+
+    providers: tuple[str, ...]
+    intra_op_threads: int
+    graph_optimization: str
+
+    def describe(self) -> str:
+        return (f"{'/'.join(self.providers)}, {self.intra_op_threads} thread(s), "
+                f"optimisation '{self.graph_optimization}'")
+
+
+@dataclass(frozen=True)
 class Budget:
-    """Either an absolute `ms` or a `speedup` over the dense model's latency on the target."""
+    """What the target asks for: either an absolute `ms` or a `speedup` over the dense model's latency."""
 
     ms: float | None = None
     speedup: float | None = None
 
-    def resolve_ms(self, dense_latency_ms: float) -> float:
-        return self.ms if self.ms is not None else dense_latency_ms / float(self.speedup)
+    def resolve(self, dense_ms: float | None, dense_basis: str = "") -> ResolvedBudget:
+        """The budget in milliseconds. A speedup needs the dense latency (`dense_ms`, obtained as
+        `dense_basis` says); an absolute budget does not."""
+        if self.ms is not None:
+            return ResolvedBudget(self.ms, self, None, "")
+        if dense_ms is None:
+            raise ValueError("a speedup budget needs the dense latency")
+        return ResolvedBudget(dense_ms / float(self.speedup), self, dense_ms, dense_basis)
 
     def describe(self) -> str:
         return f"{self.ms:g} ms" if self.ms is not None else f"{self.speedup:g}x speedup over dense"
+
+
+@dataclass(frozen=True)
+class ResolvedBudget:
+    """A target's budget in milliseconds, with what it was resolved from: resolved once, then handed on to
+    the report, the model's metadata and the command line (none of them derives it again)."""
+
+    ms: float
+    spec: Budget
+    dense_ms: float | None  # the dense latency a speedup budget was taken over (None: absolute)
+    dense_basis: str  # how that dense latency was obtained, in words
+
+    def met_by(self, latency_ms: float) -> bool:
+        return latency_ms <= self.ms
+
+    def describe(self) -> str:
+        if self.dense_ms is None:
+            return f"{self.ms:g} ms (absolute)"
+        return f"{self.spec.describe()} of the dense latency {self.dense_ms:.4f} ms ({self.dense_basis})"
 
 
 @dataclass(frozen=True)
@@ -48,11 +90,15 @@ class Target:
     channel_multiple: int | None  # search keeps channel counts at multiples of this; None: the profile's
     source: str = ""  # file it was read from
 
+    def runtime_settings(self) -> RuntimeSettings:
+        return RuntimeSettings(self.providers, self.intra_op_threads, self.graph_optimization)
+
 
 def target_dirs(extra: Path | None = None, config_dir: Path | None = None) -> list[Path]:
     """Where target files are looked up, first match wins."""
-    dirs = [d for d in (extra, config_dir / "targets" if config_dir else None, Path.cwd() / "targets") if d]
-    dirs.append(Path(__file__).resolve().parent.parent / "targets")  # the source checkout's targets/
+    dirs = [d for d in (extra, config_dir / paths.TARGETS_FOLDER if config_dir else None,
+                        Path.cwd() / paths.TARGETS_FOLDER) if d]
+    dirs.append(paths.BUILTIN_TARGETS)
     seen: list[Path] = []
     for d in dirs:
         if d.resolve() not in [s.resolve() for s in seen]:

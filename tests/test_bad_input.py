@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from test_cli import TINY
 
+from hwprune import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ("model.onnx", "model.optimized.onnx", "report.json", "report.md")
 FAST = ["--limit", "256", "--no-cache", "--quiet"]
@@ -30,7 +32,7 @@ def workspace(tmp_path) -> Path:
     for name in ("model.onnx", "report.json", "report.md"):
         (earlier / name).write_bytes(f"earlier {name}".encode())
     (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "jetson-nano.json").write_bytes((ROOT / "profiles" / "jetson-nano.json").read_bytes())
+    (tmp_path / "profiles" / "jetson-nano.json").write_bytes((paths.BUILTIN_PROFILES / "jetson-nano.json").read_bytes())
     (tmp_path / "hwprune.toml").write_text(TINY)
     return tmp_path
 
@@ -90,7 +92,7 @@ def test_malformed_or_unknown_config_keys_name_file_and_key(workspace, text, phr
     (lambda t: t.replace("budget = { speedup = 2.0 }", "budget = { speedup = 0.5 }"), ("speedup must be ≥ 1",)),
 ])
 def test_bad_target_files_and_budgets(workspace, edit, phrases):
-    text = (ROOT / "targets" / "x86-cpu.toml").read_text()
+    text = (paths.BUILTIN_TARGETS / "x86-cpu.toml").read_text()
     assert "budget = { speedup = 2.0 }" in text
     (workspace / "bad-target.toml").write_text(edit(text))
     result, before = hwprune(workspace, "--target", "bad-target.toml", "--out", "out/new")
@@ -126,7 +128,7 @@ def test_unusable_profiles_stop_the_run_before_training(workspace, mutate, phras
 
 @pytest.mark.slow
 def test_infeasible_budget_says_the_smallest_reachable_latency_and_the_limit(workspace, fashion_dir):
-    text = (ROOT / "targets" / "jetson-nano.toml").read_text()
+    text = (paths.BUILTIN_TARGETS / "jetson-nano.toml").read_text()
     (workspace / "tight.toml").write_text(text.replace(
         text[text.index("budget = "):].splitlines()[0], "budget = { ms = 0.11 }"))  # round 1's target is reachable
     (workspace / "two-rounds.toml").write_text(TINY.replace("\nrounds = 1", "\nrounds = 2"))
@@ -182,7 +184,7 @@ def build():
 def test_layers_the_engine_cannot_prune_are_named_and_the_rest_is_pruned(workspace, fashion_dir):
     (workspace / "user_model.py").write_text(SCALED_MODEL)
     (workspace / "model.toml").write_text(TINY + '[model]\nfactory = "user_model:build"\n')
-    text = (ROOT / "targets" / "jetson-nano.toml").read_text()  # the whole conv it keeps caps the speedup
+    text = (paths.BUILTIN_TARGETS / "jetson-nano.toml").read_text()  # the whole conv it keeps caps the speedup
     (workspace / "modest.toml").write_text(text.replace("budget = { speedup = 2.0 }", "budget = { speedup = 1.1 }"))
     result, before = hwprune(workspace, "--target", "modest.toml", "--config", "model.toml", "--out", "out/new",
                              "--profiles-dir", "profiles", *FAST)
@@ -304,14 +306,15 @@ def test_unreadable_config_files(workspace, make, phrases):
     ("{ ms = 1" + "0" * 400 + " }", "budget ms must be a positive finite number"),  # float() overflowed
 ])
 def test_non_finite_budgets(workspace, budget, phrase):
-    text = (ROOT / "targets" / "x86-cpu.toml").read_text().replace("budget = { speedup = 2.0 }", f"budget = {budget}")
+    text = (paths.BUILTIN_TARGETS / "x86-cpu.toml").read_text().replace("budget = { speedup = 2.0 }",
+                                                                       f"budget = {budget}")
     (workspace / "bad-target.toml").write_text(text)
     result, before = hwprune(workspace, "--target", "bad-target.toml", "--out", "out/new", *FAST)
     assert_refused(workspace, result, before, 2, "bad-target.toml", phrase)
 
 
 def test_thread_count_beyond_onnx_runtime(workspace):
-    text = (ROOT / "targets" / "x86-cpu.toml").read_text().replace("intra_op_threads = 1", "intra_op_threads = "
+    text = (paths.BUILTIN_TARGETS / "x86-cpu.toml").read_text().replace("intra_op_threads = 1", "intra_op_threads = "
                                                                                             "1099511627776")
     (workspace / "bad-target.toml").write_text(text)
     result, before = hwprune(workspace, "--target", "bad-target.toml", "--out", "out/new", *FAST)
@@ -352,14 +355,14 @@ def test_validate_refuses_a_speedup_budget_it_cannot_check(workspace):
 
 
 def test_validate_garbled_metadata_is_not_checkable():
-    from hwprune import shipped
+    from hwprune import validate
     from hwprune.targets import load_target, target_dirs
     target = load_target("x86-cpu", target_dirs())
     for dense in ("fast", "nan", "-1", "0"):  # float("fast") raised; nan, negative and 0 are no latency
-        budget, basis = shipped._budget(target, {"hwprune.target": "x86-cpu", "hwprune.dense_latency_ms": dense})
+        budget, basis = validate._budget(target, {"hwprune.target": "x86-cpu", "hwprune.dense_latency_ms": dense})
         assert budget is None and "not checkable" in basis and "no valid dense latency" in basis
-    budget, basis = shipped._budget(target, {"hwprune.target": "x86-cpu", "hwprune.dense_latency_ms": "2.0"})
-    assert budget == 1.0 and "dense latency recorded" in basis
+    budget, basis = validate._budget(target, {"hwprune.target": "x86-cpu", "hwprune.dense_latency_ms": "2.0"})
+    assert budget.ms == 1.0 and "dense latency recorded" in basis
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 
 from hwprune import cache
 from hwprune.config import ProjectConfig, TrainConfig
-from hwprune.pipeline import RunOptions, train_dense
+from hwprune.pipeline import RunOptions
 from hwprune.progress import NullProgress
 from hwprune.targets import load_target, target_dirs
 
@@ -41,8 +41,8 @@ def test_key_changes_with_model_data_recipe_and_seed(cnn):
 def test_second_training_comes_from_the_cache(tmp_path, fashion_dir):
     target = load_target("x86-cpu", target_dirs())
     options = RunOptions(out_dir=tmp_path / "o", profiles_dir=tmp_path / "p", data_limit=256, cache_dir=tmp_path / "c")
-    first = train_dense(TINY, target, options, NullProgress())
-    second = train_dense(TINY, target, options, NullProgress())
+    first = options.train_dense(TINY, target, NullProgress())
+    second = options.train_dense(TINY, target, NullProgress())
     assert not first.cached and second.cached and first.cache_key == second.cache_key
     assert second.accuracy == first.accuracy and second.rewind_at == first.rewind_at
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True):
@@ -52,5 +52,5 @@ def test_second_training_comes_from_the_cache(tmp_path, fashion_dir):
     # a truncated entry is ignored (trained again), never fatal
     entry = next(Path(tmp_path / "c").glob("dense-*.pt"))
     entry.write_bytes(entry.read_bytes()[:100])
-    third = train_dense(TINY, target, options, NullProgress())
+    third = options.train_dense(TINY, target, NullProgress())
     assert not third.cached and third.accuracy == first.accuracy

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwprune import config as cfg
-from hwprune import profiles, report, runtime, targets, train
+from hwprune import paths, profiles, report, runtime, targets, train
 from hwprune.data import fashion_mnist
 from hwprune.errors import ConfigError, DataError, ProfileError, ReportError
 
@@ -192,7 +192,7 @@ def test_any_target_parses_or_raises_config_error(data):
     except ConfigError as exc:
         assert "fuzz.toml" in exc.message
         return
-    budget = target.budget.resolve_ms(1.0)
+    budget = target.budget.resolve(1.0).ms
     assert math.isfinite(budget) and budget > 0
     runtime._options(runtime.RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization))
     assert target.budget.describe()
@@ -207,7 +207,7 @@ _measured = {"schema": 2, "id": "p", "device": {"cpu": "c", "arch": "x86_64", "i
              "calibration": {"a": {"scale": 1.0, "offset_ms": 0.0, "networks": 3, "max_error_pct": 1.0}},
              "alignment": {"preferred_channel_multiple": 8},
              "entries": {"k": {"median_ms": 0.1, "p90_ms": 0.2, "spread": 0.05, "n": 30, "op": "Conv"}}}
-_analytic = json.loads((ROOT / "profiles" / "jetson-nano.json").read_text())
+_analytic = json.loads((paths.BUILTIN_PROFILES / "jetson-nano.json").read_text())
 
 
 def _paths(obj, prefix=()):
@@ -266,7 +266,7 @@ def test_any_profile_loads_or_raises_profile_error(data):
         return
     json.dumps(profile.to_json())  # what save writes
     assert profile.describe() and profile.kind in ("measured", "analytic")
-    assert profile.preferred_multiple is None or profile.preferred_multiple >= 1
+    assert profile.preferred_channel_multiple is None or profile.preferred_channel_multiple >= 1
     for entry in profile.entries.values():
         assert math.isfinite(entry.median_ms - profile.overhead_ms)
     if profile.analytic is not None:

@@ -8,8 +8,7 @@ import pytest
 
 from hwprune import export, profiles, runtime
 from hwprune.errors import ProfileError
-from hwprune.latency import LatencyModel, LatencyOracle, calibration_configs
-from hwprune.pipeline import build_template
+from hwprune.latency import LatencyModel, LatencyPredictor, build_template, calibration_configs
 from hwprune.progress import NullProgress
 from hwprune.prune import graph
 from hwprune.runtime import WHOLE_MODEL_PROTOCOL, RuntimeSettings, TimingProtocol
@@ -22,7 +21,7 @@ def oracle(cnn, example, tmp_path):
     dense = {g.name: g.width for g in graph.channel_groups(cnn, example)}
     template = build_template(cnn, example, export.export(cnn, example), dense, ())
     profile = profiles.open_profile("test-host", CPU, tmp_path, "")
-    return LatencyOracle(template, profile, TimingProtocol(), NullProgress()), dense
+    return LatencyPredictor(template, profile, TimingProtocol(), NullProgress()), dense
 
 
 @pytest.mark.slow

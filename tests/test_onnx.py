@@ -7,8 +7,8 @@ import onnx
 import pytest
 import torch
 
-from hwprune import export, onnxgraph, validate
-from hwprune.pipeline import build_template
+from hwprune import export, numerics, onnxgraph
+from hwprune.latency import build_template
 from hwprune.prune import graph
 from hwprune.prune.masks import Masks
 from hwprune.runtime import RuntimeSettings
@@ -19,7 +19,7 @@ CPU = RuntimeSettings(("CPUExecutionProvider",), 1, "all")
 def test_onnx_outputs_match_pytorch(any_model, example):
     proto = export.export(any_model, example)
     inputs = [torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(i)) for i in range(4)]
-    check = validate.compare_outputs(proto, any_model, inputs, CPU)
+    check = numerics.compare_outputs(proto, any_model, inputs, CPU)
     assert check.ok and check.max_abs_diff <= 1e-4 and check.samples == 4
 
 
@@ -29,7 +29,7 @@ def test_numerics_check_catches_a_wrong_model(cnn, example):
         cnn.classifier.bias.add_(1.0)
     from hwprune.errors import ExportError
     with pytest.raises(ExportError, match="differs from PyTorch"):
-        validate.compare_outputs(proto, cnn, [torch.rand(1, 1, 28, 28)], CPU)
+        numerics.compare_outputs(proto, cnn, [torch.rand(1, 1, 28, 28)], CPU)
 
 
 def test_metadata_is_embedded(cnn, example):

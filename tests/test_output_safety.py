@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from test_cli import TINY
 
-from hwprune import atomic, cli, compare, pipeline, profiles, runtime, shipped
+from hwprune import atomic, cli, compare, paths, pipeline, profiles, runtime, validate
 from hwprune.errors import ConfigError, OutputError, ProfileError
+from hwprune.paths import STATE_DIR
 from hwprune.runtime import RuntimeSettings
-from hwprune.state import STATE_DIR, RunState
+from hwprune.state import RunState
 from hwprune.targets import load_target, parse_target, target_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def workspace(tmp_path) -> Path:
     """A user's folder (tmp_path/ws) with a config and the Jetson Nano profile; tmp_path around it is 'outside'."""
     ws = tmp_path / "ws"
     (ws / "profiles").mkdir(parents=True)
-    (ws / "profiles" / "jetson-nano.json").write_bytes((ROOT / "profiles" / "jetson-nano.json").read_bytes())
+    (ws / "profiles" / "jetson-nano.json").write_bytes((paths.BUILTIN_PROFILES / "jetson-nano.json").read_bytes())
     (ws / "hwprune.toml").write_text(TINY)
     return ws
 
@@ -137,7 +138,7 @@ def test_optimized_model_temp_does_not_follow_a_planted_link(tmp_path, outside):
     import onnx
     path = tmp_path / "model.optimized.onnx"
     (tmp_path / ".model.optimized.onnx.tmp").symlink_to(outside)
-    level = shipped.write_optimized(_tiny_model(), load_target("x86-cpu", target_dirs()), False, path)
+    level = validate.write_optimized(_tiny_model(), load_target("x86-cpu", target_dirs()), False, path)
     assert level == "basic" and outside.read_bytes() == b"not yours to overwrite"
     onnx.checker.check_model(onnx.load(str(path)))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.optimized.onnx.tmp", "model.optimized.onnx",

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hwprune import analytic, export, profiles, profiling
+from hwprune import analytic, export, measure, paths, profiles
 from hwprune.errors import ProfileError
-from hwprune.latency import LatencyOracle
-from hwprune.pipeline import build_template
+from hwprune.latency import LatencyPredictor, build_template
 from hwprune.prune import graph
 from hwprune.runtime import KERNEL_PROTOCOL, RuntimeSettings
 
@@ -33,14 +32,14 @@ def template(cnn, example):
 @pytest.mark.parametrize("name", ["arm-cortex-a72", "jetson-nano"])
 def test_shipped_analytic_profiles_predict_with_their_alignment(template, name):
     template, dense = template
-    settings = RuntimeSettings(tuple(json.loads((ROOT / "profiles" / f"{name}.json").read_text())["runtime"]
+    settings = RuntimeSettings(tuple(json.loads((paths.BUILTIN_PROFILES / f"{name}.json").read_text())["runtime"]
                                      ["providers"]), 1, "all")
-    profile = profiles.DeviceProfile.load(ROOT / "profiles" / f"{name}.json")
+    profile = profiles.DeviceProfile.load(paths.BUILTIN_PROFILES / f"{name}.json")
     assert profile.kind == "analytic" and not profile.measured_here
     assert all(profile.analytic.sources.get(f) for f in ("peak_gflops", "memory_gbps", "channel_multiple"))
-    oracle = LatencyOracle(template, profiles.open_profile(name, settings, ROOT / "profiles", "aarch64"),
+    oracle = LatencyPredictor(template, profiles.open_profile(name, settings, paths.BUILTIN_PROFILES, "aarch64"),
                            KERNEL_PROTOCOL)
-    m = profile.preferred_multiple
+    m = profile.preferred_channel_multiple
     full = oracle(dense)
     half = oracle({g: max(m, w // 2) for g, w in dense.items()})
     assert 0 < half < full
@@ -52,7 +51,7 @@ def test_shipped_analytic_profiles_predict_with_their_alignment(template, name):
 
 
 def test_analytic_profile_needs_citations(tmp_path):
-    data = json.loads((ROOT / "profiles" / "jetson-nano.json").read_text())
+    data = json.loads((paths.BUILTIN_PROFILES / "jetson-nano.json").read_text())
     del data["analytic"]["sources"]["memory_gbps"]
     with pytest.raises(ProfileError, match="analytic.*cite 'memory_gbps'"):
         profiles.DeviceProfile.from_json(data, tmp_path / "p.json")
@@ -66,12 +65,12 @@ def test_roofline_is_compute_or_memory_bound(template):
         assert analytic.kernel_ms(kernel, spec) == pytest.approx(max(flops, moved) / 1e10 * 1e3)
 
 
-def test_preferred_multiple_reads_the_step_structure():
+def test_preferred_channel_multiple_reads_the_step_structure():
     channels = list(range(8, 65))
     stepped = [float(-(-c // 16)) for c in channels]  # flat within blocks of 16
     linear = [float(c) for c in channels]
-    assert profiling.preferred_multiple(channels, stepped) == 16
-    assert profiling.preferred_multiple(channels, linear) == 1
+    assert measure.preferred_channel_multiple(channels, stepped) == 16
+    assert measure.preferred_channel_multiple(channels, linear) == 1
 
 
 def _measured_profile(tmp_path) -> dict:
@@ -129,7 +128,8 @@ def test_cli_refuses_a_profile_of_an_older_schema_and_keeps_it(tmp_path):
 def test_cli_refuses_to_measure_a_device_this_host_is_not():
     result = hwprune("profile", "--target", "arm-cortex-a72", "--quiet")
     assert result.returncode == 5, result.stderr
-    assert result.stderr.startswith("error: this ") and "cannot measure the aarch64 target" in result.stderr
+    assert result.stderr.startswith("error: this host cannot measure the target 'arm-cortex-a72'")
+    assert "'aarch64' vs this host's" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -150,10 +150,10 @@ def test_profiling_on_the_device_replaces_its_analytic_profile(tmp_path):
     """As on a Raspberry Pi: the target's device is this host, its profile still the shipped analytic one."""
     import platform
     target = tmp_path / "this-device.toml"
-    target.write_text((ROOT / "targets" / "x86-cpu.toml").read_text()
+    target.write_text((paths.BUILTIN_TARGETS / "x86-cpu.toml").read_text()
                       .replace('arch = "x86_64"', f'arch = "{platform.machine()}"')
                       .replace('profile = "x86-cpu"', 'profile = "this-device"'))
-    analytic_profile = json.loads((ROOT / "profiles" / "arm-cortex-a72.json").read_text())
+    analytic_profile = json.loads((paths.BUILTIN_PROFILES / "arm-cortex-a72.json").read_text())
     analytic_profile.update(id="this-device")
     analytic_profile["runtime"]["providers"] = ["CPUExecutionProvider"]
     (tmp_path / "this-device.json").write_text(json.dumps(analytic_profile))

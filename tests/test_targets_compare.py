@@ -11,7 +11,7 @@ import onnx
 import pytest
 from test_cli import ROOT, TINY, assert_clean_error, hwprune
 
-from hwprune import report
+from hwprune import paths, report
 
 TARGETS = ("x86-cpu", "arm-cortex-a72", "jetson-nano")
 
@@ -160,7 +160,7 @@ def test_validate_rechecks_shipped_models(three_targets, tmp_path):
     assert "predicted from profile 'jetson-nano' (analytic)" in nano.stdout
     # an absolute budget no model can meet: exit 10, one line
     tight = tmp_path / "tight.toml"
-    tight.write_text((ROOT / "targets" / "x86-cpu.toml").read_text().replace("budget = { speedup = 2.0 }",
+    tight.write_text((paths.BUILTIN_TARGETS / "x86-cpu.toml").read_text().replace("budget = { speedup = 2.0 }",
                                                                               "budget = { ms = 0.0001 }"))
     missed = hwprune("validate", str(tmp / "out" / "x86-cpu" / "model.onnx"), "--target", str(tight),
                      "--profiles-dir", str(tmp / "profiles"))
@@ -173,12 +173,13 @@ def test_validate_rechecks_shipped_models(three_targets, tmp_path):
 def test_ci_example_names_real_targets_and_options():
     import re
 
-    from hwprune.cli import _compare_parser, _run_parser
+    from hwprune.cli import build_parser
     workflow = (ROOT / "examples" / "ci" / "hwprune.yml").read_text()
     matrix = re.search(r"target: \[([^\]]+)\]", workflow).group(1)
     assert [t.strip() for t in matrix.split(",")] == list(TARGETS)
-    run_options = {o for a in _run_parser()._actions for o in a.option_strings}
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    run_options = {o for a in commands["run"]._actions for o in a.option_strings}
     used = set(re.findall(r"(--[a-z-]+)", workflow.split("Prune for")[1].split("- name")[0]))
     assert used <= run_options
-    assert {"--out"} <= {o for a in _compare_parser()._actions for o in a.option_strings}
+    assert {"--out"} <= {o for a in commands["compare"]._actions for o in a.option_strings}
     assert (ROOT / "examples" / "mobile" / "hwprune.toml").exists()

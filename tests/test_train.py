@@ -5,7 +5,7 @@ import torch
 
 from hwprune import export
 from hwprune.config import TrainConfig
-from hwprune.train import train
+from hwprune.train import Snapshot, train
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -15,8 +15,7 @@ def test_trained_model_exports_the_graph_of_the_untrained_one(cnn, precision):
     before = [n.op_type for n in export.export(cnn, example).graph.node]
     weight = cnn.features[0].weight.detach().clone()
     snapshots = []
-    train(cnn, data, TrainConfig(batch_size=32, precision=precision), 1, 0, snapshot_at=1,
-          on_snapshot=snapshots.append)
+    train(cnn, data, TrainConfig(batch_size=32, precision=precision), 1, 0, snapshot=Snapshot(1, snapshots.append))
     assert not torch.equal(cnn.features[0].weight, weight)  # it did train
     for model in (cnn, snapshots[0]):
         assert all(p.stride() == torch.empty(p.shape).stride() for p in model.parameters())

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hwprune import runtime
-from hwprune.latency import LatencyOracle, calibration_configs
+from hwprune.latency import LatencyPredictor, calibration_configs
 from hwprune.profiles import Calibration
 from hwprune.progress import NullProgress, Progress, stage
 from hwprune.prune.masks import keep_count
@@ -37,34 +37,34 @@ class TableBuild:
     coverage: float  # share of held-out search-space networks' kernels already in the table
 
 
-def search_space_configs(dense_widths: dict[str, int], multiple: int, max_prune_rate: float, count: int,
+def search_space_configs(dense_widths: dict[str, int], channel_multiple: int, max_prune_rate: float, count: int,
                          seed: int) -> list[dict[str, int]]:
-    """Random networks of the search space: per group, a multiple of `multiple` the search can reach."""
+    """Random networks of the search space: per group, a multiple of `channel_multiple` the search can reach."""
     rng = random.Random(seed)
     choices = {}
     for g, w in dense_widths.items():
-        low = keep_count(w, max_prune_rate, multiple, w)
-        choices[g] = sorted({low, w} | {c for c in range(multiple, w + 1, multiple) if c >= low})
+        low = keep_count(w, max_prune_rate, channel_multiple, w)
+        choices[g] = sorted({low, w} | {c for c in range(channel_multiple, w + 1, channel_multiple) if c >= low})
     return [{g: rng.choice(c) for g, c in choices.items()} for _ in range(count)]
 
 
-def build_table(oracle: LatencyOracle, dense_widths: dict[str, int], multiple: int, max_prune_rate: float,
-                networks: int, seed: int, progress: Progress = NullProgress()) -> TableBuild:
+def build_table(predictor: LatencyPredictor, dense_widths: dict[str, int], channel_multiple: int,
+                max_prune_rate: float, networks: int, seed: int, progress: Progress = NullProgress()) -> TableBuild:
     """Measure the kernels of `networks` search-space networks plus the calibration set, and calibrate."""
     start = time.perf_counter()
-    before = oracle.measured_kernels
-    configs = search_space_configs(dense_widths, multiple, max_prune_rate, networks, seed)
+    before = predictor.measured_kernels
+    configs = search_space_configs(dense_widths, channel_multiple, max_prune_rate, networks, seed)
     with stage(progress, "measuring the search space", len(configs)) as bar:
         for widths in configs:
-            oracle.ensure([widths])
+            predictor.ensure([widths])
             bar.advance(1)
-    calibration = oracle.calibrate(dense_widths, multiple, seed)
+    calibration = predictor.calibrate(dense_widths, channel_multiple, seed)
     seconds = time.perf_counter() - start
-    held_out = search_space_configs(dense_widths, multiple, max_prune_rate, 10, seed + 1)
-    kernels = [k for w in held_out for k in oracle.kernels(w)]
-    coverage = sum(k.signature in oracle.profile.entries for k in kernels) / max(1, len(kernels))
-    return TableBuild(len(oracle.profile.entries), oracle.measured_kernels - before, seconds, calibration,
-                      len(configs) + len(calibration_configs(dense_widths, multiple, seed)), coverage)
+    held_out = search_space_configs(dense_widths, channel_multiple, max_prune_rate, 10, seed + 1)
+    kernels = [k for w in held_out for k in predictor.kernels(w)]
+    coverage = sum(k.signature in predictor.profile.entries for k in kernels) / max(1, len(kernels))
+    return TableBuild(len(predictor.profile.entries), predictor.measured_kernels - before, seconds, calibration,
+                      len(configs) + len(calibration_configs(dense_widths, channel_multiple, seed)), coverage)
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,11 @@ class AlignmentSweep:
 
     channels: tuple[int, ...]
     ms: tuple[float, ...]
-    preferred_multiple: int
+    preferred_channel_multiple: int
 
     def to_json(self) -> dict:
         return {"layer": "Conv 3x3, C->C, 14x14, batch 1, fp32", "channels": list(self.channels),
-                "ms": [round(v, 6) for v in self.ms], "preferred_channel_multiple": self.preferred_multiple}
+                "ms": [round(v, 6) for v in self.ms], "preferred_channel_multiple": self.preferred_channel_multiple}
 
 
 def _conv(channels: int, size: int = 14) -> onnx.ModelProto:
@@ -92,7 +92,8 @@ def _conv(channels: int, size: int = 14) -> onnx.ModelProto:
     return model
 
 
-def preferred_multiple(channels: list[int], ms: list[float], candidates: tuple[int, ...] = (4, 8, 16, 32)) -> int:
+def preferred_channel_multiple(channels: list[int], ms: list[float], candidates: tuple[int, ...] = (4, 8, 16, 32)
+                               ) -> int:
     """The largest multiple m at which widths in between buy (almost) nothing: rounding any width up to the
     next multiple of m costs ≤ 5% on average, i.e. latency steps at multiples of m. 1 when none does."""
     at = dict(zip(channels, ms, strict=True))
@@ -112,4 +113,4 @@ def alignment_sweep(settings: runtime.RuntimeSettings, channels: range = range(8
     with stage(progress, "alignment sweep", 1, transient=True) as bar:
         ms = [s.median_ms for s in runtime.time_many([_conv(c) for c in widths], settings, SWEEP_PROTOCOL)]
         bar.advance(1)
-    return AlignmentSweep(tuple(widths), tuple(ms), preferred_multiple(widths, ms))
+    return AlignmentSweep(tuple(widths), tuple(ms), preferred_channel_multiple(widths, ms))
