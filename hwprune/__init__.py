@@ -22,7 +22,7 @@ _WHERE = {
     "RunOptions": "hwprune.pipeline", "run": "hwprune.pipeline", "run_targets": "hwprune.pipeline",
     "profile_target": "hwprune.pipeline", "TargetOutcome": "hwprune.pipeline",
     # the stages a run is made of, for experiments that vary one of them (benchmarks/pareto.py)
-    "Dense": "hwprune.dense", "train_dense": "hwprune.dense", "Imp": "hwprune.prune.imp",
+    "Dense": "hwprune.dense", "train_dense": "hwprune.dense", "Imp": "hwprune.imp",
     # predict a latency
     "latency_predictor": "hwprune.pipeline", "LatencyPredictor": "hwprune.latency",
     "build_template": "hwprune.latency",

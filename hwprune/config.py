@@ -49,7 +49,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     threads: int = 2  # torch intra-op threads for training
     # "bf16": convolutions and matmuls in bfloat16 under autocast (weights, BatchNorm and the optimiser stay
-    # float32); ~1.6x faster where the CPU has native bf16 (AVX512_BF16/AMX), slower where it is emulated.
+    # float32); faster where the CPU has native bf16 (AVX512_BF16/AMX), slower where it is emulated.
     precision: str = "fp32"
     # Retraining after pruning: weight of the distillation loss from the dense network (0: labels only) and
     # the softening temperature. Dense training never distils.

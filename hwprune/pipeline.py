@@ -37,12 +37,12 @@ from hwprune.errors import (
     PruningError,
     ReportError,
 )
+from hwprune.imp import Imp
 from hwprune.latency import LatencyPredictor, build_template
 from hwprune.numerics import compare_outputs
 from hwprune.progress import NullProgress, Progress
 from hwprune.provenance import derive_seed
 from hwprune.prune import graph
-from hwprune.prune.imp import Imp
 from hwprune.records import ModelSummary, RunResult
 from hwprune.runtime import KERNEL_PROTOCOL, WHOLE_MODEL_PROTOCOL
 from hwprune.search import StudyPlace, open_storage
@@ -84,7 +84,7 @@ def prepare_out_dir(out_dir: Path, force: bool, resuming: bool = False) -> None:
         raise OutputError(f"cannot write to {out_dir}: {exc.strerror}", hint="choose a writable --out") from None
 
 
-def channel_multiple(target: Target, profile: profiles.DeviceProfile, progress: Progress) -> int:
+def choose_channel_multiple(target: Target, profile: profiles.DeviceProfile, progress: Progress) -> int:
     """The step the search takes in channels: the target's, else the profile's (measured by an alignment
     sweep the first time a profile is used on its device, or stated by an analytic profile), else 8."""
     if profile.measured_here and profile.alignment_sweep is None:
@@ -105,10 +105,10 @@ def latency_predictor(dense: Dense, dense_proto: onnx.ModelProto, config: Projec
                     "to measure it", target.name, target.name)
     elif not profile.measured_here:
         log.warning("%s is not measured on this host: latencies are predicted, not measured", profile.describe())
-    multiple = channel_multiple(target, profile, progress)
+    channel_multiple = choose_channel_multiple(target, profile, progress)
     predictor = LatencyPredictor(template, profile, KERNEL_PROTOCOL, progress)
-    predictor.calibrate(dense.widths, multiple, derive_seed(config.seed, "calibration"))
-    return predictor, multiple
+    predictor.calibrate(dense.widths, channel_multiple, derive_seed(config.seed, "calibration"))
+    return predictor, channel_multiple
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
 
     t0 = time.perf_counter()
     dense_proto = export.export(dense.model, dense.example)
-    predictor, multiple = latency_predictor(dense, dense_proto, config, target, options.profiles_dir, progress)
+    predictor, channel_multiple = latency_predictor(dense, dense_proto, config, target, options.profiles_dir, progress)
     host_is_device = predictor.profile.measured_here
     dense_predicted = predictor(dense.widths)
     if host_is_device:
@@ -192,7 +192,7 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
     # IMP rounds. The schedule runs in the predictor's units (scaled by its dense error), ending at the
     # budget less the safety margin.
     t0 = time.perf_counter()
-    imp = Imp(dense, predictor, multiple, config, progress, state, studies)
+    imp = Imp(dense, predictor, channel_multiple, config, progress, state, studies)
     dense_planning_ms = planning.dense_ms if planning.dense_ms is not None else dense_predicted
     imp.schedule(dense_predicted, planning.ms * (1.0 - config.imp.safety_margin) * dense_predicted / dense_planning_ms)
     latencies = _final_latencies(imp, dense_proto, target, host_is_device, planning, dense_planning_ms)
@@ -220,7 +220,7 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
         dense_widths=dense.widths, kept=ticket.masks.to_json(), profile=_profile_summary(predictor),
         calibration=(None if predictor.model.calibration is None
                      else {**asdict(predictor.model.calibration), "architecture": predictor.template.key}),
-        numerics=numerics, channel_multiple=multiple,
+        numerics=numerics, channel_multiple=channel_multiple,
         breakdown=_breakdown(predictor, dense.widths, ticket.masks.widths()), model_name=config.model.factory,
         optimized_onnx=optimized,
         dense_source={"cached": dense.cached, "cache_key": dense.cache_key, "training_seconds": dense.training_seconds},
@@ -440,9 +440,10 @@ def profile_target(config: ProjectConfig, target: Target, profiles_dir: Path, ne
     model.eval()
     widths = channel_widths(model, example, config)
     template = build_template(model, example, export.export(model, example), widths, config.model.ignore)
-    profile = profiles.open_profile(target.profile, target.runtime_settings(), profiles_dir, target.arch)
-    multiple = channel_multiple(target, profile, progress)
+    profile = profiles.open_profile(target.profile, target.runtime_settings(), profiles_dir, target.arch,
+                                    builtin_analytic=False)  # measured here, never the built-in roofline
+    channel_multiple = choose_channel_multiple(target, profile, progress)
     predictor = LatencyPredictor(template, profile, KERNEL_PROTOCOL, progress)
-    build = measure.build_table(predictor, widths, multiple, config.search.max_prune_rate, networks,
+    build = measure.build_table(predictor, widths, channel_multiple, config.search.max_prune_rate, networks,
                                 derive_seed(config.seed, "profile"), progress)
-    return ProfileResult(path, build, multiple, replaced)
+    return ProfileResult(path, build, channel_multiple, replaced)

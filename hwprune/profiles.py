@@ -363,12 +363,13 @@ def host_is_device(target: Target, profile: DeviceProfile | None) -> bool:
 
 
 def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path, target_arch: str,
-                 protocol: TimingProtocol = runtime.KERNEL_PROTOCOL) -> DeviceProfile:
-    """Load `profiles_dir/<id>.json` (else the analytic profile shipped with hwprune); create it for this
-    host when absent and the host can be the device."""
+                 protocol: TimingProtocol = runtime.KERNEL_PROTOCOL, builtin_analytic: bool = True) -> DeviceProfile:
+    """Load `profiles_dir/<id>.json` (else, with `builtin_analytic`, the analytic profile shipped with
+    hwprune); create it for this host when absent and the host can be the device."""
     path = paths.profile_file(profiles_dir, profile_id)
     builtin = paths.builtin_profile(profile_id)
-    if not path.exists() and builtin.exists() and DeviceProfile.load(builtin).analytic is not None:
+    if (builtin_analytic and not path.exists() and builtin.exists()
+            and DeviceProfile.load(builtin).analytic is not None):
         path = builtin
     if path.exists():
         profile = DeviceProfile.load(path)

@@ -53,11 +53,11 @@ class TimingProtocol:
         return asdict(self)
 
 
-# Kernels: 0.02 s per attempt, attempts seconds apart (see time_many). With 0.05 s the MobileNetV2 table took
-# 103 s instead of 59 s for 1.2% instead of 1.8% RMSPE (benchmarks/latency_prediction.py).
+# Kernels: 0.02 s per attempt, attempts seconds apart (see time_many); longer attempts cost table-building
+# time for little accuracy (README, latency prediction).
 KERNEL_PROTOCOL = TimingProtocol(min_time_s=0.02)
-# Whole models: 1.5 s per model in 12 interleaved blocks, the quietest third pooled (see time_side_by_side).
-# On this shared VM a model's latency flips between a quiet and a ~12% slower level every few seconds.
+# Whole models: 1.5 s per model in 12 interleaved blocks, the quietest third pooled (see time_side_by_side):
+# on a shared machine a model's latency can flip between a quiet and a slower level every few seconds.
 WHOLE_MODEL_PROTOCOL = TimingProtocol(warmup=50, min_repeats=240, min_time_s=1.5, attempts=3, noise_limit=0.05,
                                       min_attempts=1)
 CALIBRATION_PROTOCOL = replace(WHOLE_MODEL_PROTOCOL, min_time_s=1.0)

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "hwprune"
 LAYERS = {
     "entry": ["hwprune.__main__", "hwprune.cli"],
     "orchestration": ["hwprune.pipeline"],
-    "stages": ["hwprune.dense", "hwprune.prune.imp", "hwprune.measure", "hwprune.validate", "hwprune.compare"],
+    "stages": ["hwprune.dense", "hwprune.imp", "hwprune.measure", "hwprune.validate", "hwprune.compare"],
     "engines": ["hwprune.latency", "hwprune.search", "hwprune.train", "hwprune.prune.graph", "hwprune.export",
                 "hwprune.numerics", "hwprune.profiles", "hwprune.analytic", "hwprune.onnxgraph", "hwprune.runtime",
                 "hwprune.cache", "hwprune.state", "hwprune.factories", "hwprune.report",

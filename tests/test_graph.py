@@ -5,8 +5,8 @@ import random
 
 import torch
 
+from hwprune.imp import Ticket, masks_for_widths, rewind, starting_point
 from hwprune.prune import graph
-from hwprune.prune.imp import Ticket, masks_for_widths, rewind, starting_point
 from hwprune.prune.masks import Masks
 
 

@@ -163,3 +163,21 @@ def test_profiling_on_the_device_replaces_its_analytic_profile(tmp_path):
     assert json.loads((tmp_path / "this-device.json").read_text())["provenance"]["kind"] == "measured"
     assert json.loads((tmp_path / "this-device.analytic.json").read_text()) == analytic_profile
     assert "replaces was moved" in result.stdout
+
+
+@pytest.mark.slow
+def test_profiling_on_the_device_measures_over_the_builtin_analytic_profile(tmp_path):
+    """On the device, with only the built-in analytic profile (package data), `hwprune profile` measures a
+    new profile into the profiles folder and leaves the package's file alone."""
+    import platform
+    builtin = paths.BUILTIN_PROFILES / "arm-cortex-a72.json"
+    before = builtin.read_bytes()
+    target = tmp_path / "pi.toml"
+    target.write_text((paths.BUILTIN_TARGETS / "x86-cpu.toml").read_text()
+                      .replace('arch = "x86_64"', f'arch = "{platform.machine()}"')
+                      .replace('profile = "x86-cpu"', 'profile = "arm-cortex-a72"'))
+    result = hwprune("profile", "--target", str(target), "--networks", "0", "--profiles-dir", str(tmp_path / "p"),
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "p" / "arm-cortex-a72.json").read_text())["provenance"]["kind"] == "measured"
+    assert builtin.read_bytes() == before and "replaces" not in result.stdout

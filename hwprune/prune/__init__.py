@@ -1,1 +1,1 @@
-"""Structured channel pruning: coupled groups (Torch-Pruning), masks, and the IMP loop."""
+"""Structured channel pruning: coupled channel groups and physical removal (Torch-Pruning), and masks."""

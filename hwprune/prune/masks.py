@@ -42,21 +42,17 @@ class Masks:
         return {g: list(idx) for g, idx in self.kept}
 
 
-def keep_count(dense_width: int, prune_rate: float, multiple: int, upper: int) -> int:
+def keep_count(dense_width: int, prune_rate: float, channel_multiple: int, upper: int) -> int:
     """Channels kept for `prune_rate`, rounded to the runtime's channel multiple, never more than `upper`
     (the previous round's count, so masks only shrink). Below one multiple the step halves: a layer of
     one block can still shrink (latency keeps falling below the block size, see the alignment sweep),
     while a layer narrower than a block is left alone."""
-    if dense_width < multiple:
+    if dense_width < channel_multiple:
         return min(dense_width, upper)
     target = dense_width * (1.0 - prune_rate)
-    step = multiple if target >= multiple or multiple < 2 else multiple // 2
+    step = channel_multiple if target >= channel_multiple or channel_multiple < 2 else channel_multiple // 2
     keep = min(dense_width, max(step, step * round(target / step)))
     return min(keep, upper)
-
-
-def rate_for_keep(dense_width: int, keep: int) -> float:
-    return 1.0 - keep / dense_width if dense_width else 0.0
 
 
 def geometric_targets(dense_ms: float, budget_ms: float, rounds: int) -> list[float]:
