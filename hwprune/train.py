@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from hwprune import atomic, faults
 from hwprune.config import TrainConfig
-from hwprune.errors import OutputError
+from hwprune.errors import DataError, OutputError
 from hwprune.progress import NullProgress, Progress, stage
 
 
@@ -111,6 +111,7 @@ def _loss(config: TrainConfig, teacher: nn.Module | None
     def loss_of(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             logits = model(inputs)
+            _check_labels(labels, logits)
             loss = criterion(logits, labels)
             if distill:
                 loss = (1.0 - distill) * loss + distill * _distillation(logits, teacher, inputs,
@@ -146,6 +147,20 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, dat
         taken.load_state_dict(saved["snapshot"])
         snapshot.take(taken)
     return int(saved["step"]), saved["snapshot"]
+
+
+def _check_labels(labels: torch.Tensor, logits: torch.Tensor) -> None:
+    """Labels are the user's data: class indices within the model's outputs, or cross-entropy fails deep
+    inside torch (an IndexError, or a dtype error for float labels)."""
+    classes = logits.shape[-1]
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
+        raise DataError(f"training labels must be class indices (a 1-D integer tensor per batch), got "
+                        f"{labels.dtype} of shape {list(labels.shape)}",
+                        hint="the dataset's __getitem__ must return (input tensor, class index)")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        raise DataError(f"a training label is {bad}, outside the model's {classes} classes (0..{classes - 1})",
+                        hint="fix the dataset's labels, or give the model as many outputs as there are classes")
 
 
 def _distillation(logits: torch.Tensor, teacher: nn.Module, inputs: torch.Tensor, temperature: float

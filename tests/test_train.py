@@ -44,3 +44,15 @@ def test_distillation_pulls_the_student_towards_the_teacher_not_the_labels():
             agreement[distill] = float((student.eval()(inputs).argmax(1) == teacher_says).float().mean())
     assert agreement[1.0] > 0.6
     assert agreement[0.0] < 0.2
+
+
+@pytest.mark.parametrize("labels, phrase", [
+    (torch.full((8,), 12), "a training label is 12, outside the model's 10 classes"),
+    (torch.full((8,), -1), "a training label is -1"),
+    (torch.zeros(8), "must be class indices"),  # float labels: torch's dtype error before
+])
+def test_labels_outside_the_model_are_a_data_error(cnn, labels, phrase):
+    from hwprune.errors import DataError
+    data = torch.utils.data.TensorDataset(torch.rand(8, 1, 28, 28), labels)
+    with pytest.raises(DataError, match=phrase):
+        train(cnn, data, TrainConfig(batch_size=4), 1, 0)
