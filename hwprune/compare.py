@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from hwprune import atomic, report
+from hwprune import atomic, paths, report
 from hwprune.errors import OutputError, ReportError
 
 PLOTS = {"channels": "Kept channels per group", "latency_breakdown": "Latency per runtime kernel (predicted)",
@@ -31,16 +31,16 @@ class Comparison:
     labels: list[str]  # the target, with the model when the reports prune different models
 
     @classmethod
-    def load(cls, paths: list[Path]) -> Comparison:
-        if not paths:
+    def load(cls, files: list[Path]) -> Comparison:
+        if not files:
             raise ReportError("no reports given", hint="hwprune compare out/*/report.json")
-        reports = [report.read(p) for p in paths]
+        reports = [report.read(p) for p in files]
         several_models = len({r["model"] for r in reports}) > 1
         labels = [f"{r['target']} ({r['model']})" if several_models else r["target"] for r in reports]
         if len(set(labels)) != len(labels):
             duplicate = next(label for label in labels if labels.count(label) > 1)
             raise ReportError(f"two reports are both for '{duplicate}'", hint="give one report per target")
-        return cls(reports, list(paths), labels)
+        return cls(reports, list(files), labels)
 
     def items(self) -> list[tuple[str, dict[str, Any]]]:
         return list(zip(self.labels, self.reports, strict=True))
@@ -164,13 +164,13 @@ def render_plots(c: Comparison, folder: Path, stem: str) -> dict[str, Path]:
     import matplotlib
     matplotlib.use("Agg")
     makers = {"channels": plot_channels, "latency_breakdown": plot_breakdown, "accuracy_latency": plot_accuracy_latency}
-    paths = {}
+    written = {}
     for name, make in makers.items():
-        path = folder / f"{stem}-{name}.png"
+        path = paths.comparison_plot(folder, stem, name)
         with atomic.replacing(path) as tmp:  # a fresh temp name, never a link planted under a known one
             make(c, tmp)
-        paths[name] = path
-    return paths
+        written[name] = path
+    return written
 
 
 def _notes(c: Comparison, text: Callable[[Any], str] = report.md_text,
@@ -257,7 +257,7 @@ def write(c: Comparison, md_path: Path, html_path: Path, force: bool = False) ->
     """Markdown (PNGs beside it) and HTML; earlier outputs are not replaced without `force`."""
     folder = md_path.parent
     stem = md_path.stem
-    planned = [md_path, html_path, *(folder / f"{stem}-{n}.png" for n in PLOTS)]
+    planned = [md_path, html_path, *(paths.comparison_plot(folder, stem, n) for n in PLOTS)]
     if md_path.resolve() == html_path.resolve():
         raise OutputError(f"--md and --html both name {md_path}", hint="give the two files different names")
     folders = [str(p) for p in planned if p.is_dir()]

@@ -40,6 +40,11 @@ COMPARISON_MD = "comparison.md"
 COMPARISON_HTML = "comparison.html"
 
 
+def comparison_plot(folder: Path, stem: str, plot: str) -> Path:
+    """A comparison's PNG, beside its Markdown file (`stem` is that file's name without .md)."""
+    return folder / f"{stem}-{plot}.png"
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """The files of one target's run folder."""

@@ -26,7 +26,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from hwprune import atomic, faults
+from hwprune import atomic, faults, paths
 from hwprune.errors import ConfigError, SearchError
 from hwprune.progress import NullProgress, Progress, stage
 from hwprune.provenance import derive_seed
@@ -220,7 +220,7 @@ def _sqlite_schema_lock(url: str) -> Iterator[None]:
     if not path or path.startswith(":memory:"):
         yield
         return
-    with atomic.FileLock(Path(path + ".lock")):  # refuses a link planted under the lock's predictable name
+    with atomic.FileLock(paths.lock_beside(Path(path))):  # refuses a link planted under its predictable name
         yield
 
 

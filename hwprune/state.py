@@ -91,8 +91,8 @@ class RunState:
         leaves nothing, so fixing its settings must not need --force."""
         if info.get("stages"):
             return True
-        paths = [self.dir / name for name in self.files() if not name.endswith(".lock")]
-        return any(p.is_file() and p.stat().st_size > 0 for p in paths)
+        written = [self.dir / name for name in self.files() if not name.endswith(".lock")]
+        return any(p.is_file() and p.stat().st_size > 0 for p in written)
 
     def release(self) -> None:
         """Let other runs write the folder again (once this run's outputs are written)."""
