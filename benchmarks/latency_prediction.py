@@ -5,7 +5,9 @@ default search space (timed), then random pruned configurations, a third each at
 multiples of 8 and at any width, are predicted and measured whole. Compared in the same run, on the same
 configurations: hwprune's table model, a FLOPs-proportional baseline (latency = a · MACs, a fitted on the
 calibration networks) and the analytic roofline applied to this host's published specs (raw, and with
-the same scale+offset calibration). Results: benchmarks/results/latency_prediction.json.
+the same scale+offset calibration). Every configuration is measured twice, minutes apart (the second pass
+in reverse order), and the truth's agreement with itself (`truth_again`) is scored beside the predictions:
+the noise floor a prediction is judged against. Results: benchmarks/results/latency_prediction.json.
 
     .venv/bin/python benchmarks/latency_prediction.py [--configs 70] [--families example-cnn,resnet20,...]
 """
@@ -133,6 +135,12 @@ def run_family(name: str, configs: int, multiple: int, seed: int, log) -> dict:
                          "analytic_calibrated_ms": analytic_cal[0] * a_ms + analytic_cal[1], "macs": m})
             if (i + 1) % 10 == 0:
                 log(f"  {name}: {i + 1}/{configs} configurations")
+        # The truth against itself: every configuration measured a second time, minutes after the first and
+        # in reverse order, so the noise floor a prediction is judged against is measured in the same run.
+        for i in reversed(range(configs)):
+            again = runtime.time_model(template.instantiate(rows[i]["widths"], seed=1000 + i), SETTINGS, MEASURED)
+            rows[i]["measured_again_ms"] = again.median_ms
+        log(f"  {name}: measured every configuration again")
         seconds = time.perf_counter() - start
     return {"family": name, "dense_widths": dense, "table_build": {
                 "seconds": build.seconds, "kernels": build.entries, "networks": build.networks,
@@ -146,8 +154,15 @@ METHODS = ("table", "flops", "analytic", "analytic_calibrated")
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Each method against the first measurement; `truth_again`: the second measurement against the first
+    (the noise floor: how well the truth agrees with itself minutes later)."""
     measured = np.asarray([r["measured_ms"] for r in rows])
-    return {m: scores(np.asarray([r[f"{m}_ms"] for r in rows]), measured) for m in METHODS}
+    out = {m: scores(np.asarray([r[f"{m}_ms"] for r in rows]), measured) for m in METHODS}
+    if all("measured_again_ms" in r for r in rows):
+        out["truth_again"] = scores(np.asarray([r["measured_again_ms"] for r in rows]), measured)
+        out["table_vs_second"] = scores(np.asarray([r["table_ms"] for r in rows]),
+                                        np.asarray([r["measured_again_ms"] for r in rows]))
+    return out
 
 
 def main() -> int:
