@@ -80,7 +80,8 @@ class AlignmentSweep:
                 "ms": [round(v, 6) for v in self.ms], "preferred_channel_multiple": self.preferred_channel_multiple}
 
 
-def _conv(channels: int, size: int = 14) -> onnx.ModelProto:
+def sweep_layer(channels: int, size: int = 14) -> onnx.ModelProto:
+    """The alignment sweep's layer: a 3x3 convolution C -> C at size x size with ReLU (also a fixed reference)."""
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array((rng.standard_normal((channels, channels, 3, 3)) * 0.1).astype(np.float32), "w")
     graph = helper.make_graph(
@@ -111,6 +112,6 @@ def alignment_sweep(settings: runtime.RuntimeSettings, channels: range = range(8
     seconds apart, like the table's kernels)."""
     widths = list(channels)
     with stage(progress, "alignment sweep", 1, transient=True) as bar:
-        ms = [s.median_ms for s in runtime.time_many([_conv(c) for c in widths], settings, SWEEP_PROTOCOL)]
+        ms = [s.median_ms for s in runtime.time_many([sweep_layer(c) for c in widths], settings, SWEEP_PROTOCOL)]
         bar.advance(1)
     return AlignmentSweep(tuple(widths), tuple(ms), preferred_channel_multiple(widths, ms))
