@@ -15,7 +15,6 @@ the noise floor a prediction is judged against. Results: benchmarks/results/late
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import random
@@ -45,8 +44,9 @@ from hwprune.runtime import KERNEL_PROTOCOL, WHOLE_MODEL_PROTOCOL
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = RuntimeSettings(("CPUExecutionProvider",), 1, "all")
-# The truth: the least disturbed of three 0.6 s runs (load on a shared machine only ever adds latency).
-MEASURED = dataclasses.replace(WHOLE_MODEL_PROTOCOL, min_attempts=3)
+# The truth: whole-model timing as a run measures its ticket (quiet blocks of 12 × 0.125 s, see
+# runtime.time_side_by_side), with one sentinel for the whole benchmark, apart from the table's.
+MEASURED = WHOLE_MODEL_PROTOCOL
 
 
 def host_roofline() -> analytic.AnalyticSpec:
@@ -114,8 +114,13 @@ def run_family(name: str, configs: int, multiple: int, seed: int, log) -> dict:
 
         # Baselines get the same calibration networks the table model was calibrated on.
         cal = calibration_configs(dense, multiple, seed)
-        cal_measured = [runtime.time_model(template.instantiate(w, seed=i), SETTINGS, MEASURED).median_ms
-                        for i, w in enumerate(cal)]
+        truth = runtime.Sentinel(SETTINGS)
+
+        def measured(widths: dict[str, int], seed: int) -> runtime.LatencyStats:
+            return runtime.time_side_by_side([template.instantiate(widths, seed=seed)], SETTINGS, MEASURED,
+                                             sentinel=truth)[0]
+
+        cal_measured = [measured(w, i).median_ms for i, w in enumerate(cal)]
         cal_macs = np.asarray([macs(w) for w in cal], dtype=float)
         flops_scale = float(np.dot(cal_macs, cal_measured) / np.dot(cal_macs, cal_macs))
         analytic_cal = fit_affine([analytic_ms(w) for w in cal], cal_measured)
@@ -128,9 +133,10 @@ def run_family(name: str, configs: int, multiple: int, seed: int, log) -> dict:
             kind = ("x16", "x8", "any")[i % 3]
             widths = random_widths(dense, kind, rng)
             predicted = predictor.predict(widths).latency_ms
-            stats = runtime.time_model(template.instantiate(widths, seed=1000 + i), SETTINGS, MEASURED)
+            stats = measured(widths, 1000 + i)
             a_ms, m = analytic_ms(widths), macs(widths)
             rows.append({"kind": kind, "widths": widths, "measured_ms": stats.median_ms, "spread": stats.spread,
+                         "host_slowdown": stats.slowdown, "quiet_share": stats.quiet_share,
                          "table_ms": predicted, "flops_ms": flops_scale * m, "analytic_ms": a_ms,
                          "analytic_calibrated_ms": analytic_cal[0] * a_ms + analytic_cal[1], "macs": m})
             if (i + 1) % 10 == 0:
@@ -138,14 +144,15 @@ def run_family(name: str, configs: int, multiple: int, seed: int, log) -> dict:
         # The truth against itself: every configuration measured a second time, minutes after the first and
         # in reverse order, so the noise floor a prediction is judged against is measured in the same run.
         for i in reversed(range(configs)):
-            again = runtime.time_model(template.instantiate(rows[i]["widths"], seed=1000 + i), SETTINGS, MEASURED)
+            again = measured(rows[i]["widths"], 1000 + i)
             rows[i]["measured_again_ms"] = again.median_ms
         log(f"  {name}: measured every configuration again")
         seconds = time.perf_counter() - start
     return {"family": name, "dense_widths": dense, "table_build": {
                 "seconds": build.seconds, "kernels": build.entries, "networks": build.networks,
                 "coverage_of_held_out": build.coverage, "calibration": vars(build.calibration),
-                "channel_multiple": multiple},
+                "channel_multiple": multiple, "host_slow_share": build.slow_share},
+            "truth_host_slow_share": truth.slow_share,
             "evaluation_seconds": seconds, "kernels_measured_lazily": predictor.measured_kernels - lazy_before,
             "flops_scale_ms_per_mac": flops_scale, "analytic_calibration": analytic_cal, "rows": rows}
 

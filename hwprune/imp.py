@@ -126,7 +126,8 @@ class Imp:
         margin = 1.0 - self.config.imp.safety_margin
         while True:
             proto = export.export(self.ticket.model, self.dense.example)
-            dense_stats, stats = runtime.time_side_by_side([dense_proto, proto], settings)
+            dense_stats, stats = runtime.time_side_by_side([dense_proto, proto], settings,
+                                                           sentinel=self.predictor.sentinel)
             resolved = budget.resolve(dense_stats.median_ms, "measured on this host side by side with the ticket")
             extra_rounds_done = len(self.rounds) - self.config.imp.rounds
             if resolved.met_by(stats.median_ms) or extra_rounds_done >= self.config.imp.extra_rounds:

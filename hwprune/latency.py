@@ -59,12 +59,14 @@ class LatencyModel:
             parts = [(k.op, analytic.kernel_ms(k, self.profile.analytic)) for k in kernels]
             return sum(ms for _, ms in parts), parts
         parts = []
+        cal = self.calibration
+        overhead = cal.call_overhead_ms if cal is not None and cal.call_overhead_ms >= 0 else self.profile.overhead_ms
         for k in kernels:
             entry = self.profile.entries.get(k.signature)
             if entry is None:
                 raise ProfileError(f"profile '{self.profile.id}' has no entry for a {k.op} kernel",
                                    hint="measure it on the device (`hwprune profile`)")
-            parts.append((k.op, max(entry.median_ms - self.profile.overhead_ms, 0.0)))
+            parts.append((k.op, max(entry.median_ms - overhead, 0.0)))
         return sum(ms for _, ms in parts), parts
 
     def predict(self, kernels: list[Kernel]) -> Prediction:
@@ -92,6 +94,14 @@ class LatencyPredictor:
         self.measured_kernels = 0
         self._kernels: dict[tuple[tuple[str, int], ...], list[Kernel]] = {}
         self.calibration_networks: list[tuple[dict[str, int], float]] = []  # (widths, measured ms), this run
+        self._sentinel: runtime.Sentinel | None = None
+
+    @property
+    def sentinel(self) -> runtime.Sentinel:
+        """The host's state for every measurement of this run (its quiet level carries from call to call)."""
+        if self._sentinel is None:
+            self._sentinel = runtime.Sentinel(self.profile.settings)
+        return self._sentinel
 
     def kernels(self, widths: dict[str, int]) -> list[Kernel]:
         """The kernels the device runs for `widths`: the runtime's optimised graph, or (analytic) the export's."""
@@ -108,12 +118,14 @@ class LatencyPredictor:
     def ensure(self, widths_list: list[dict[str, int]]) -> None:
         if self.profile.analytic is not None:
             return
-        kernels = [k for w in widths_list for k in self.kernels(w)]
+        self._measure([k for w in widths_list for k in self.kernels(w)])
+
+    def _measure(self, kernels: list[Kernel]) -> None:
         missing = {k.signature for k in kernels} - set(self.profile.entries)
         if missing and self.profile.measured_here:
             with stage(self.progress, "measuring latency table", len(missing), transient=True) as bar:
                 self.measured_kernels += profiles.measure_missing(
-                    self.profile, kernels, self.protocol, lambda k, n: bar.advance(k, f"{n} kernels"))
+                    self.profile, kernels, self.protocol, lambda k, n: bar.advance(k, f"{n} kernels"), self.sentinel)
 
     def predict(self, widths: dict[str, int]) -> Prediction:
         self.ensure([widths])
@@ -134,6 +146,11 @@ class LatencyPredictor:
         if self.model.calibration is not None or not self.profile.measured_here:
             return self.model.calibration
         configs = calibration_configs(dense_widths, channel_multiple, seed)
+        self.ensure(configs)
+        self.retake_slow_entries()
+        # the sentinel's quietest null-model reading is the call overhead in a quiet phase (the profile's own
+        # figure may come from a slow one); each calibration keeps the overhead it was fitted with
+        self.profile.overhead_ms = min(self.profile.overhead_ms, self.sentinel.quiet.call_ms)
         calibration = self._fit(configs)
         if calibration.max_error_pct > REMEASURE_ABOVE_PCT:
             log.warning("the latency table disagrees with whole-network timings by up to %.0f%% (load on this "
@@ -155,12 +172,31 @@ class LatencyPredictor:
         self.profile.save()
         return calibration
 
+    def retake_slow_entries(self) -> int:
+        """Time again the kernels of this run whose entries were measured in a slow phase of the host: their
+        sentinel level lies above the quiet level the run has found since (a phase that covered a whole
+        chunk of kernels looks quiet from inside). Returns how many."""
+        if self._sentinel is None or not self.profile.measured_here:
+            return 0
+        used = {k.signature: k for ks in self._kernels.values() for k in ks}
+        entries = self.profile.entries
+        slow = [k for sig, k in used.items() if sig in entries and entries[sig].host_call_ms > 0
+                and not self.sentinel.is_quiet(runtime.HostReading(entries[sig].host_call_ms,
+                                                                   entries[sig].host_compute_ms))]
+        if slow:
+            log.warning("%d of %d kernels were measured while this host ran slower than its quietest (a slow "
+                        "phase: other load, clocks, heat): timing them again", len(slow), len(used))
+            for kernel in slow:
+                del self.profile.entries[kernel.signature]
+            self._measure(slow)
+        return len(slow)
+
     def _fit(self, configs: list[dict[str, int]]) -> profiles.Calibration:
         self.ensure(configs)
         sums = [self.model.kernel_sum_ms(self.kernels(widths))[0] for widths in configs]
         with stage(self.progress, f"calibrating latency model on {len(configs)} networks", None):
             stats = runtime.time_side_by_side([self.template.instantiate(w, seed=i) for i, w in enumerate(configs)],
-                                              self.profile.settings, CALIBRATION_PROTOCOL)
+                                              self.profile.settings, CALIBRATION_PROTOCOL, sentinel=self.sentinel)
         measured = [s.median_ms for s in stats]
         self.calibration_networks = list(zip(configs, measured, strict=True))
         return profiles.fit_calibration(sums, measured, self.profile.overhead_ms)

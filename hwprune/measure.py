@@ -24,7 +24,7 @@ from hwprune.progress import NullProgress, Progress, stage
 from hwprune.prune.masks import keep_count
 from hwprune.runtime import TimingProtocol
 
-SWEEP_PROTOCOL = TimingProtocol(warmup=5, min_repeats=20, min_time_s=0.02, attempts=3, min_attempts=2)
+SWEEP_PROTOCOL = TimingProtocol(warmup=5, min_repeats=20, min_time_s=0.02, attempts=3, min_attempts=2, quiet_calls=0.2)
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class TableBuild:
     calibration: Calibration | None
     networks: int  # search-space networks whose kernels were measured
     coverage: float  # share of held-out search-space networks' kernels already in the table
+    slow_share: float  # share of the sentinel's readings in a slow phase of the host while measuring
 
 
 def search_space_configs(dense_widths: dict[str, int], channel_multiple: int, max_prune_rate: float, count: int,
@@ -64,7 +65,8 @@ def build_table(predictor: LatencyPredictor, dense_widths: dict[str, int], chann
     kernels = [k for w in held_out for k in predictor.kernels(w)]
     coverage = sum(k.signature in predictor.profile.entries for k in kernels) / max(1, len(kernels))
     return TableBuild(len(predictor.profile.entries), predictor.measured_kernels - before, seconds, calibration,
-                      len(configs) + len(calibration_configs(dense_widths, channel_multiple, seed)), coverage)
+                      len(configs) + len(calibration_configs(dense_widths, channel_multiple, seed)), coverage,
+                      predictor.sentinel.slow_share if predictor.profile.measured_here else 0.0)
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,11 @@ class AlignmentSweep:
     preferred_channel_multiple: int
 
     def to_json(self) -> dict:
+        costs = rounding_costs(list(self.channels), list(self.ms))
         return {"layer": "Conv 3x3, C->C, 14x14, batch 1, fp32", "channels": list(self.channels),
-                "ms": [round(v, 6) for v in self.ms], "preferred_channel_multiple": self.preferred_channel_multiple}
+                "ms": [round(v, 6) for v in self.ms], "preferred_channel_multiple": self.preferred_channel_multiple,
+                "rounding_cost": {str(m): round(c, 4) for m, c in costs.items()},
+                "rounding_cost_limit": ROUNDING_COST_LIMIT}
 
 
 def sweep_layer(channels: int, size: int = 14) -> onnx.ModelProto:
@@ -93,17 +98,30 @@ def sweep_layer(channels: int, size: int = 14) -> onnx.ModelProto:
     return model
 
 
-def preferred_channel_multiple(channels: list[int], ms: list[float], candidates: tuple[int, ...] = (4, 8, 16, 32)
+MULTIPLES = (4, 8, 16, 32)
+ROUNDING_COST_LIMIT = 0.05
+
+
+def rounding_costs(channels: list[int], ms: list[float], candidates: tuple[int, ...] = MULTIPLES
+                   ) -> dict[int, float]:
+    """Per multiple m: what rounding every swept width up to the next multiple of m costs on average (0.03 =
+    3 % slower). Near 0 where latency steps at multiples of m; the margin to the limit shows how clear the
+    choice of multiple was."""
+    at = dict(zip(channels, ms, strict=True))
+    costs = {}
+    for m in candidates:
+        ratios = [at[-(-c // m) * m] / at[c] for c in channels if -(-c // m) * m in at]
+        if len(ratios) >= m:
+            costs[m] = float(np.mean(ratios)) - 1
+    return costs
+
+
+def preferred_channel_multiple(channels: list[int], ms: list[float], candidates: tuple[int, ...] = MULTIPLES
                                ) -> int:
     """The largest multiple m at which widths in between buy (almost) nothing: rounding any width up to the
     next multiple of m costs ≤ 5% on average, i.e. latency steps at multiples of m. 1 when none does."""
-    at = dict(zip(channels, ms, strict=True))
-    best = 1
-    for m in candidates:
-        ratios = [at[-(-c // m) * m] / at[c] for c in channels if -(-c // m) * m in at]
-        if len(ratios) >= m and float(np.mean(ratios)) <= 1.05:
-            best = m
-    return best
+    costs = rounding_costs(channels, ms, candidates)
+    return max([m for m, cost in costs.items() if cost <= ROUNDING_COST_LIMIT], default=1)
 
 
 def alignment_sweep(settings: runtime.RuntimeSettings, channels: range = range(8, 65),

@@ -123,6 +123,8 @@ class _Latencies:
     pruned_ms: float
     pruned_p90_ms: float | None
     budget: ResolvedBudget
+    dense_timing: dict[str, float] | None = None
+    pruned_timing: dict[str, float] | None = None
 
 
 def open_state(config: ProjectConfig, target: Target, options: RunOptions) -> RunState:
@@ -183,7 +185,8 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
     dense_predicted = predictor(dense.widths)
     if host_is_device:
         planning = target.budget.resolve(
-            runtime.time_model(dense_proto, target.runtime_settings(), WHOLE_MODEL_PROTOCOL).median_ms,
+            runtime.time_side_by_side([dense_proto], target.runtime_settings(), WHOLE_MODEL_PROTOCOL,
+                                      sentinel=predictor.sentinel)[0].median_ms,
             "measured on this host")
     else:
         planning = target.budget.resolve(dense_predicted, f"predicted from profile '{predictor.profile.id}'")
@@ -201,10 +204,10 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
     ticket = imp.ticket
     dense_summary = ModelSummary(dense.accuracy, latencies.dense_ms, latencies.source, dense_predicted,
                                  *graph.count_macs_params(dense.model, dense.example), latencies.dense_p90_ms,
-                                 dense.widths)
+                                 dense.widths, latencies.dense_timing)
     pruned = ModelSummary(accuracy(ticket.model, dense.data[2]), latencies.pruned_ms, latencies.source,
                           predictor(ticket.masks.widths()), *graph.count_macs_params(ticket.model, dense.example),
-                          latencies.pruned_p90_ms, ticket.masks.widths())
+                          latencies.pruned_p90_ms, ticket.masks.widths(), latencies.pruned_timing)
     numerics = _numerics(latencies.proto, ticket.model, dense, target)
     folder = paths.RunFolder(options.out_dir)
     shipped = export.with_metadata(latencies.proto, _metadata(target, latencies.budget, dense_summary, pruned,
@@ -237,7 +240,8 @@ def _final_latencies(imp: Imp, dense_proto: onnx.ModelProto, target: Target, hos
     if host_is_device:
         measured = imp.meet_measured(dense_proto, target.runtime_settings(), target.budget)
         return _Latencies(measured.proto, "measured", measured.dense.median_ms, measured.dense.p90_ms,
-                          measured.pruned.median_ms, measured.pruned.p90_ms, measured.budget)
+                          measured.pruned.median_ms, measured.pruned.p90_ms, measured.budget,
+                          measured.dense.certainty(), measured.pruned.certainty())
     proto = export.export(imp.ticket.model, imp.dense.example)
     return _Latencies(proto, "predicted", dense_planning_ms, None, imp.predictor(imp.ticket.masks.widths()), None,
                       planning)
@@ -260,7 +264,11 @@ def _profile_summary(predictor: LatencyPredictor) -> dict[str, Any]:
     return {"id": profile.id, "provenance": profile.provenance.get("kind"), "host": profile.provenance.get("host"),
             "measured_here": profile.measured_here, "entries": len(profile.entries),
             "kernels_measured_this_run": predictor.measured_kernels, "overhead_ms": profile.overhead_ms,
-            "path": str(profile.path)}
+            "path": str(profile.path),
+            # how sure the timing-based choices are: the sweep's rounding cost per channel multiple (the choice
+            # is the largest within the limit) and how often the host ran in a slow phase while measuring
+            "alignment_rounding_cost": (profile.alignment_sweep or {}).get("rounding_cost"),
+            "host_slow_share": predictor.sentinel.slow_share if profile.measured_here else None}
 
 
 def _breakdown(predictor: LatencyPredictor, dense_widths: dict[str, int], widths: dict[str, int]) -> dict[str, Any]:

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from hwprune import atomic, paths, runtime
 from hwprune.analytic import AnalyticSpec
@@ -43,6 +41,8 @@ class Entry:
     spread: float
     n: int
     op: str
+    host_call_ms: float = 0.0  # the host's state when measured (runtime.Sentinel's readings; 0: not recorded)
+    host_compute_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Calibration:
     offset_ms: float
     networks: int
     max_error_pct: float
+    call_overhead_ms: float = -1.0  # the call overhead subtracted from each entry when fitted (-1: the profile's)
 
 
 class DeviceProfile:
@@ -202,12 +203,15 @@ class DeviceProfile:
                                    optimization)
         entries = {key: Entry(field.number(v, "median_ms", where), field.number(v, "p90_ms", where),
                               field.number(v, "spread", where), field.integer(v, "n", where),
-                              field.text(v, "op", where))
+                              field.text(v, "op", where), field.number(v, "host_call_ms", where, required=False),
+                              field.number(v, "host_compute_ms", where, required=False))
                    for key, v, where in field.table(data, "entries", Entry)}
         calibrations = {key: Calibration(field.number(v, "scale", where, positive=True),
                                          field.number(v, "offset_ms", where, minimum=None),
                                          field.integer(v, "networks", where),
-                                         field.number(v, "max_error_pct", where))
+                                         field.number(v, "max_error_pct", where),
+                                         field.number(v, "call_overhead_ms", where) if "call_overhead_ms" in v
+                                         else -1.0)
                         for key, v, where in field.table(data, "calibration", Calibration, required=False)}
         alignment = data.get("alignment")
         if alignment is not None:
@@ -321,18 +325,8 @@ def new_host_profile(profile_id: str, settings: RuntimeSettings, protocol: Timin
                               "IOBinding), attempts seconds apart, least disturbed median kept, minus the call "
                               "overhead; calibrated on whole networks"},
         protocol=protocol.to_json(), path=path)
-    profile.overhead_ms = runtime.time_model(_null_model(), runtime.as_built(settings), protocol).median_ms
+    profile.overhead_ms = runtime.time_model(runtime.null_model(), runtime.as_built(settings), protocol).median_ms
     return profile
-
-
-def _null_model() -> onnx.ModelProto:
-    """The cheapest possible graph: its latency is the per-call overhead subtracted from every kernel."""
-    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "null",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
 
 
 def device_mismatches(arch: str, providers: tuple[str, ...], profile: DeviceProfile | None) -> list[str]:
@@ -397,9 +391,11 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
 
 
 def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol: TimingProtocol,
-                    on_measured: Callable[[int, int], None] | None = None) -> int:
+                    on_measured: Callable[[int, int], None] | None = None,
+                    sentinel: runtime.Sentinel | None = None) -> int:
     """Measure every kernel the table lacks (on this host only) and save the profile. Returns how many.
-    `on_measured(k, total)` is called after each chunk of k kernels."""
+    `on_measured(k, total)` is called after each chunk of k kernels; `sentinel` carries the host's quiet
+    level from earlier measurements of the run (see `runtime.Sentinel`)."""
     todo = list({k.signature: k for k in kernels if k.signature not in profile.entries}.values())
     if not todo:
         return 0
@@ -411,9 +407,11 @@ def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol:
     chunk = 40
     for start in range(0, len(todo), chunk):
         batch = todo[start:start + chunk]
-        timed = runtime.time_many([k.build() for k in batch], runtime.as_built(profile.settings), protocol, chunk)
+        timed = runtime.time_many([k.build() for k in batch], runtime.as_built(profile.settings), protocol, chunk,
+                                  sentinel)
         for kernel, stats in zip(batch, timed, strict=True):
-            profile.entries[kernel.signature] = Entry(stats.median_ms, stats.p90_ms, stats.spread, stats.n, kernel.op)
+            profile.entries[kernel.signature] = Entry(stats.median_ms, stats.p90_ms, stats.spread, stats.n, kernel.op,
+                                                      stats.host_call_ms, stats.host_compute_ms)
         if on_measured:
             on_measured(len(batch), len(todo))
     profile.save()
@@ -427,4 +425,4 @@ def fit_calibration(kernel_sums_ms: list[float], measured_ms: list[float], call_
     x, y = np.asarray(kernel_sums_ms) + call_overhead_ms, np.asarray(measured_ms)
     scale = float(np.median(y / x))
     errors = np.abs(scale * x - y) / y * 100
-    return Calibration(scale, scale * call_overhead_ms, len(x), float(errors.max()))
+    return Calibration(scale, scale * call_overhead_ms, len(x), float(errors.max()), call_overhead_ms)

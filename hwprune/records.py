@@ -40,6 +40,7 @@ class ModelSummary:
     params: int
     latency_p90_ms: float | None = None
     widths: dict[str, int] = field(default_factory=dict)
+    timing: dict[str, float] | None = None  # a measured latency's certainty (runtime.LatencyStats.certainty)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ def _model(summary: ModelSummary) -> dict[str, Any]:
         "macs": summary.macs,
         "params": summary.params,
         "widths": summary.widths,
+        "timing": summary.timing,
     }
 
 
@@ -157,18 +158,32 @@ def to_markdown(report: dict[str, Any]) -> str:
         p90 = f" (p90 {m['latency_p90_ms']:.4f})" if m.get("latency_p90_ms") else ""
         return f"{m['latency_ms']:.4f} ms{p90}, {m['latency_source']}"
 
+    def close_call(m: dict[str, Any]) -> str:
+        t = m.get("timing")
+        if t and abs(m["latency_ms"] - report["budget_ms"]) <= t["spread"] * m["latency_ms"]:
+            return f" (within the measurement's spread of {t['spread']:.1%} from the budget: a close call)"
+        return ""
+
+    def certainty(m: dict[str, Any]) -> str:
+        t = m.get("timing")
+        if not t:
+            return "—"
+        return (f"spread {t['spread']:.1%}, {t['samples']} calls, {t['attempts']} attempt(s), "
+                f"{t['quiet_share']:.0%} taken in quiet phases, host {t['host_slowdown']:.2f}× its quietest")
+
     lines = [
         f"# hwprune report: {md_text(report['target'])}",
         "",
         f"Budget **{report['budget_ms']:.4f} ms** ({md_text(report['target_settings']['budget'])}): "
         f"**{'met' if report['budget_met'] else 'NOT met'}** — pruned latency {lat(p)}, "
-        f"speedup {report['speedup']:.2f}×.",
+        f"speedup {report['speedup']:.2f}×{close_call(p)}.",
         "",
         "| | dense | pruned |",
         "|---|---|---|",
         f"| test accuracy | {d['accuracy']:.4f} | {p['accuracy']:.4f} |",
         f"| latency | {lat(d)} | {lat(p)} |",
         f"| predicted latency | {d['predicted_latency_ms']:.4f} ms | {p['predicted_latency_ms']:.4f} ms |",
+        f"| measurement | {certainty(d)} | {certainty(p)} |",
         f"| MACs | {d['macs']:,} | {p['macs']:,} |",
         f"| parameters | {d['params']:,} | {p['params']:,} |",
         "",
@@ -195,10 +210,16 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{md_code(report['host']['hostname'])} ({md_text(report['host']['cpu'])}), "
         f"{md_text('/'.join(report['target_settings']['providers']))}, "
         f"{report['target_settings']['intra_op_threads']} thread(s), "
-        "median of timed single calls after warm-up.",
+        "median of timed single calls after warm-up, in quiet phases of the host (see below).",
         f"- Latency `predicted` = profile {md_code(prof['id'])} ({prof['provenance']} on {md_code(prof['host'])}, "
         f"{prof['entries']} kernels; {prof['kernels_measured_this_run']} measured in this run)"
         + (f", calibrated on {report['calibration']['networks']} networks" if report.get("calibration") else "") + ".",
+        *([f"- Host state while measuring: {prof['host_slow_share']:.0%} of the sentinel's readings found a slow "
+           "phase (measurements taken then were taken again)."] if prof.get("host_slow_share") is not None else []),
+        *([f"- Channel multiple {report['target_settings']['channel_multiple']}: rounding widths up to each multiple "
+           "costs " + ", ".join(f"{m}: {c:+.1%}" for m, c in prof["alignment_rounding_cost"].items())
+           + " (alignment sweep; the largest within +5% is preferred)."] if prof.get("alignment_rounding_cost")
+          else []),
         *([f"- **Analytic profile**: no latency in this report was measured on the device; every figure is a "
             f"roofline prediction from published specs (cited in {md_code(prof['path'])}). Run `hwprune profile` on "
             "the device to measure it."] if prof["provenance"] == "analytic" else []),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper
+from onnx import helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from hwprune.errors import ExportError, ProfileError
@@ -38,9 +38,9 @@ _OPT = {
 @dataclass(frozen=True)
 class TimingProtocol:
     """Warm up, then time single calls until both `min_repeats` and `min_time_s` are reached. Measure at
-    least `min_attempts` times, and up to `attempts` while the spread (IQR / median) exceeds
-    `noise_limit`; keep the attempt with the lowest median (other load on a shared machine only ever
-    slows a run down, so the least disturbed attempt is the best estimate)."""
+    least `min_attempts` times, and up to `attempts` while attempts disagree by more than `noise_limit`
+    or were taken in a slow phase of the host (see `Sentinel`; beyond `attempts` only while `patience_s`
+    lasts); keep the least disturbed (other load on a shared machine only ever slows a run down)."""
 
     warmup: int = 10
     min_repeats: int = 30
@@ -49,19 +49,30 @@ class TimingProtocol:
     attempts: int = 3
     noise_limit: float = 0.10
     min_attempts: int = 2
+    patience_s: float = 10.0  # how long to keep measuring for quiet attempts beyond `attempts` (see Sentinel)
+    quiet_calls: float = 1.0  # share of an attempt's calls kept, the fastest (see KERNEL_PROTOCOL)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 # Kernels: 0.02 s per attempt, attempts seconds apart (see time_many); longer attempts cost table-building
-# time for little accuracy (README, latency prediction).
-KERNEL_PROTOCOL = TimingProtocol(min_time_s=0.02)
+# time for little accuracy (README, latency prediction). Of an attempt's calls the fastest fifth count: a
+# tiny kernel (2-5 µs a call) runs 1.5-1.9× slower in a slow phase of the host, and phases flip within
+# tens of milliseconds, faster than any attempt; the fastest calls are the quiet phase's.
+KERNEL_PROTOCOL = TimingProtocol(min_time_s=0.02, quiet_calls=0.2)
 # Whole models: 1.5 s per model in 12 interleaved blocks, the quietest third pooled (see time_side_by_side):
 # on a shared machine a model's latency can flip between a quiet and a slower level every few seconds.
 WHOLE_MODEL_PROTOCOL = TimingProtocol(warmup=50, min_repeats=240, min_time_s=1.5, attempts=3, noise_limit=0.05,
-                                      min_attempts=1)
+                                      min_attempts=1, patience_s=30.0)
 CALIBRATION_PROTOCOL = replace(WHOLE_MODEL_PROTOCOL, min_time_s=1.0)
+# The host's state (see Sentinel): ~6 ms per reading, read every SENTINEL_EVERY kernels and every block.
+SENTINEL_PROTOCOL = TimingProtocol(warmup=3, min_repeats=20, min_time_s=0.003)
+SENTINEL_EVERY = 4
+# A reading this far above the quietest marks a slow phase. Measured here: quiet readings lie within ~2 %
+# of the quietest, slow phases 40-90 % above for a call's fixed cost and 8-20 % for compute.
+CALL_SLOW_ABOVE = 0.10
+SLOW_PHASE_ABOVE = 0.05
 BLOCKS = 12
 QUIET_FRACTION = 1 / 3
 
@@ -73,9 +84,18 @@ class LatencyStats:
     spread: float  # interquartile range / median
     n: int
     attempts: int
+    slowdown: float = 1.0  # how much slower than its quietest the host ran while the kept samples were taken
+    quiet_share: float = 1.0  # share of attempts (or blocks) taken in a quiet phase of the host
+    host_call_ms: float = 0.0  # the sentinel's readings bracketing the kept samples (see Sentinel)
+    host_compute_ms: float = 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def certainty(self) -> dict[str, float]:
+        """How sure a measurement is, for reports: spread, samples, attempts, quiet share, host slowdown."""
+        return {"spread": self.spread, "samples": self.n, "attempts": self.attempts, "quiet_share": self.quiet_share,
+                "host_slowdown": self.slowdown}
 
 
 def version() -> str:
@@ -194,39 +214,141 @@ def _one_attempt(sess: ort.InferenceSession, binding: ort.IOBinding, protocol: T
     return np.asarray(times, dtype=np.float64) / 1e6
 
 
-def _stats(ms: np.ndarray, attempt: int) -> LatencyStats:
+def _stats(ms: np.ndarray, attempts: int, sentinel: Sentinel, host: HostReading, quiet_share: float
+           ) -> LatencyStats:
     q25, q50, q75, q90 = np.percentile(ms, [25, 50, 75, 90])
-    return LatencyStats(float(q50), float(q90), float((q75 - q25) / q50), len(ms), attempt)
+    return LatencyStats(float(q50), float(q90), float((q75 - q25) / q50), len(ms), attempts,
+                        sentinel.slowdown(host), quiet_share, host.call_ms, host.compute_ms)
+
+
+def null_model() -> onnx.ModelProto:
+    """The cheapest possible graph: its latency is one call's fixed cost (see Sentinel, and the call overhead
+    subtracted from every table entry)."""
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "null",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def compute_model() -> onnx.ModelProto:
+    """A fixed MatMul (64×256 · 256×128, ~40 µs on one x86 core) that every optimisation level leaves as it
+    is: the compute half of the sentinel."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array((rng.standard_normal((256, 128)) * 0.1).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "compute",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [64, 256])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64, 128])],
+                              initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@dataclass(frozen=True)
+class HostReading:
+    """One sentinel reading: the null model's time (a call's fixed cost) and the MatMul's (compute)."""
+
+    call_ms: float
+    compute_ms: float
+
+    def worse(self, other: HostReading) -> HostReading:
+        return HostReading(max(self.call_ms, other.call_ms), max(self.compute_ms, other.compute_ms))
+
+
+class Sentinel:
+    """The host's state, read between measurements: two fixed models timed for a few milliseconds.
+
+    A shared or virtual machine runs in slow phases (other tenants, clock and power states) that come and
+    go within a second or last minutes. Measured here: in a slow phase a call's fixed cost grows 40-90 %
+    and compute 8-20 %, so tiny table kernels suffer most, and taking the best of a few attempts is not
+    enough when the host is slow most of the time. The sentinel remembers the quietest readings it has
+    seen; a measurement bracketed by readings within `CALL_SLOW_ABOVE` / `SLOW_PHASE_ABOVE` of them was
+    taken in a quiet phase, others are taken again. One sentinel per run (per predictor) carries that
+    quiet level from call to call."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        built = as_built(settings)
+        self._parts = []
+        for model in (null_model(), compute_model()):
+            sess = session(model, built)
+            binding = _bound(sess, random_inputs(sess))
+            _one_attempt(sess, binding, TimingProtocol(warmup=50, min_repeats=0, min_time_s=0))
+            self._parts.append((sess, binding))
+        self.quiet = HostReading(float("inf"), float("inf"))
+        self.readings = 0
+        self.slow_readings = 0
+
+    def read(self) -> HostReading:
+        call, compute = (float(np.median(_one_attempt(s, b, SENTINEL_PROTOCOL))) for s, b in self._parts)
+        self.quiet = HostReading(min(self.quiet.call_ms, call), min(self.quiet.compute_ms, compute))
+        reading = HostReading(call, compute)
+        self.readings += 1
+        self.slow_readings += not self.is_quiet(reading)
+        return reading
+
+    def slowdown(self, reading: HostReading) -> float:
+        """How much slower than its quietest the host ran (the larger of the two ratios)."""
+        return max(reading.call_ms / self.quiet.call_ms, reading.compute_ms / self.quiet.compute_ms)
+
+    def is_quiet(self, reading: HostReading) -> bool:
+        return (reading.call_ms <= self.quiet.call_ms * (1 + CALL_SLOW_ABOVE)
+                and reading.compute_ms <= self.quiet.compute_ms * (1 + SLOW_PHASE_ABOVE))
+
+    @property
+    def slow_share(self) -> float:
+        return self.slow_readings / max(1, self.readings)
 
 
 def time_side_by_side(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings,
-                      protocol: TimingProtocol = WHOLE_MODEL_PROTOCOL, blocks: int = BLOCKS) -> list[LatencyStats]:
-    """Latencies of several models timed in interleaved blocks, so drifting machine load hits all alike.
+                      protocol: TimingProtocol = WHOLE_MODEL_PROTOCOL, blocks: int = BLOCKS,
+                      sentinel: Sentinel | None = None) -> list[LatencyStats]:
+    """Latencies of several models timed in interleaved rounds (one short block of each model per round), so
+    drifting machine load hits all alike.
 
-    Each model's time is split into `blocks` short blocks spread over the whole measurement; its statistics
-    come from its quietest third of blocks (lowest block medians) pooled: load on a shared machine only
-    ever adds time, so the least disturbed blocks are the best estimate of what the model costs, and every
-    model is treated the same way. Their ratios (e.g. a speedup) are what a shared machine measures best.
+    A sentinel reading brackets every block; blocks taken in a slow phase are set aside and more rounds are
+    timed, until every model has `blocks` quiet blocks or `protocol.patience_s` has passed (then the least
+    slow blocks count, and `LatencyStats.slowdown` says how much slower the host ran than its quietest). A
+    model's statistics come from its quietest third of kept blocks, pooled: every model is treated the same
+    way, and their ratios (e.g. a speedup) are what a shared machine measures best.
     """
+    sentinel = sentinel or Sentinel(settings)
     sessions = [session(m, settings) for m in models]
     bindings = [_bound(s, random_inputs(s)) for s in sessions]
     block = replace(protocol, warmup=max(2, protocol.warmup // blocks), min_time_s=protocol.min_time_s / blocks,
                     min_repeats=max(10, protocol.min_repeats // blocks))
     for sess, binding in zip(sessions, bindings, strict=True):
         _one_attempt(sess, binding, replace(block, warmup=protocol.warmup, min_repeats=0, min_time_s=0))
-    best: list[LatencyStats] | None = None
-    for attempt in range(1, protocol.attempts + 1):
-        samples: list[list[np.ndarray]] = [[] for _ in models]
+    found = [_Attempts() for _ in models]
+    deadline = time.monotonic() + protocol.patience_s
+    before = sentinel.read()
+    attempt = 0
+    while True:
+        attempt += 1
         for _ in range(blocks):
             for i, (sess, binding) in enumerate(zip(sessions, bindings, strict=True)):
-                samples[i].append(_one_attempt(sess, binding, block))
-        stats = [_stats(_quietest(s), attempt) for s in samples]
-        if best is None or sum(s.median_ms for s in stats) < sum(s.median_ms for s in best):
-            best = stats
-        if attempt >= protocol.min_attempts and all(s.spread <= protocol.noise_limit for s in stats):
+                ms = _one_attempt(sess, binding, block)
+                after = sentinel.read()
+                found[i].tries.append((before.worse(after), ms))
+                before = after
+        quiet = min(len(f.quiet_tries(sentinel)) for f in found)
+        if attempt >= protocol.min_attempts and quiet >= blocks:
             break
-    assert best is not None
-    return best
+        if attempt >= protocol.attempts and (quiet >= blocks * QUIET_FRACTION or time.monotonic() > deadline):
+            break
+    stats = []
+    for f in found:
+        kept = f.quiet_tries(sentinel) or sorted(f.tries, key=lambda t: sentinel.slowdown(t[0]))[:blocks]
+        host = max((host for host, _ in kept), key=sentinel.slowdown)
+        share = len(f.quiet_tries(sentinel)) / len(f.tries)
+        stats.append(_stats(_quietest([ms for _, ms in kept]), attempt, sentinel, host, share))
+    return stats
+
+
+def _fastest(ms: np.ndarray, share: float) -> np.ndarray:
+    """The fastest `share` of one attempt's calls (at least 5)."""
+    return ms if share >= 1 else np.sort(ms)[:max(5, round(len(ms) * share))]
 
 
 def _quietest(blocks: list[np.ndarray]) -> np.ndarray:
@@ -236,29 +358,72 @@ def _quietest(blocks: list[np.ndarray]) -> np.ndarray:
 
 
 def time_many(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings,
-              protocol: TimingProtocol = KERNEL_PROTOCOL, chunk: int = 40) -> list[LatencyStats]:
+              protocol: TimingProtocol = KERNEL_PROTOCOL, chunk: int = 40,
+              sentinel: Sentinel | None = None) -> list[LatencyStats]:
     """Latencies of many small models (table kernels), each timed in separate passes over a chunk of them.
 
-    A model's attempts lie seconds apart, so one burst of load on a shared machine rarely disturbs them
-    all; the least disturbed attempt (lowest median) counts, and models whose attempts disagree by more
-    than the noise limit get more, up to `protocol.attempts`.
+    A sentinel reading brackets every few models. An attempt counts when its brackets show a quiet host;
+    models without a quiet attempt, or whose quiet attempts disagree by more than the noise limit, get more
+    passes (up to `protocol.attempts`, and beyond it while `protocol.patience_s` lasts for those without a
+    quiet one). The lowest quiet median counts. Models whose kept attempt looks slow against a quieter level
+    found later (the whole chunk fell into a slow phase) are timed once more at the end.
     """
-    one = replace(protocol, attempts=1, min_attempts=1)
-    results: list[LatencyStats] = []
+    sentinel = sentinel or Sentinel(settings)
+    results: list[_Attempts] = []
     for start in range(0, len(models), chunk):
-        sessions = [session(m, settings) for m in models[start:start + chunk]]
-        bindings = [_bound(s, random_inputs(s)) for s in sessions]
-        samples: list[list[np.ndarray]] = [[] for _ in sessions]
-        for attempt in range(protocol.attempts):
-            for i, (sess, binding) in enumerate(zip(sessions, bindings, strict=True)):
-                medians = [float(np.median(a)) for a in samples[i]]
-                if attempt >= protocol.min_attempts and max(medians) <= min(medians) * (1 + protocol.noise_limit):
-                    continue
-                samples[i].append(_one_attempt(sess, binding, one))
-        for attempts in samples:
-            best = min(range(len(attempts)), key=lambda a: float(np.median(attempts[a])))
-            results.append(_stats(attempts[best], len(attempts)))
-    return results
+        results += _time_chunk(models[start:start + chunk], settings, protocol, sentinel)
+    late = [i for i, r in enumerate(results) if not sentinel.is_quiet(r.best(sentinel)[0])]
+    for start in range(0, len(late), chunk):
+        again = _time_chunk([models[i] for i in late[start:start + chunk]], settings, protocol, sentinel)
+        for i, extra in zip(late[start:start + chunk], again, strict=True):
+            results[i].tries += extra.tries
+    return [r.stats(sentinel) for r in results]
+
+
+@dataclass
+class _Attempts:
+    """One model's attempts (or blocks): (slowest bracketing sentinel reading, samples) each."""
+
+    tries: list[tuple[HostReading, np.ndarray]] = field(default_factory=list)
+
+    def quiet_tries(self, sentinel: Sentinel) -> list[tuple[HostReading, np.ndarray]]:
+        return [t for t in self.tries if sentinel.is_quiet(t[0])]
+
+    def best(self, sentinel: Sentinel) -> tuple[HostReading, np.ndarray]:
+        """The lowest median among quiet attempts, else among all."""
+        return min(self.tries, key=lambda t: (not sentinel.is_quiet(t[0]), float(np.median(t[1]))))
+
+    def stats(self, sentinel: Sentinel) -> LatencyStats:
+        host, ms = self.best(sentinel)
+        return _stats(ms, len(self.tries), sentinel, host, len(self.quiet_tries(sentinel)) / len(self.tries))
+
+
+def _time_chunk(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings, protocol: TimingProtocol,
+                sentinel: Sentinel) -> list[_Attempts]:
+    one = replace(protocol, attempts=1, min_attempts=1)
+    sessions = [session(m, settings) for m in models]
+    bindings = [_bound(s, random_inputs(s)) for s in sessions]
+    found = [_Attempts() for _ in models]
+
+    def needs_more(i: int, passes: int) -> bool:
+        quiet = [float(np.median(ms)) for _, ms in found[i].quiet_tries(sentinel)]
+        if passes < protocol.min_attempts or not quiet:
+            return True
+        return passes < protocol.attempts and max(quiet) > min(quiet) * (1 + protocol.noise_limit)
+
+    deadline = time.monotonic() + protocol.patience_s
+    passes = 0
+    while todo := [i for i in range(len(models)) if needs_more(i, passes)]:
+        if passes >= protocol.attempts and time.monotonic() > deadline:
+            break
+        for group in range(0, len(todo), SENTINEL_EVERY):
+            before = sentinel.read()
+            timed = [(i, _one_attempt(sessions[i], bindings[i], one)) for i in todo[group:group + SENTINEL_EVERY]]
+            host = before.worse(sentinel.read())
+            for i, ms in timed:
+                found[i].tries.append((host, _fastest(ms, protocol.quiet_calls)))
+        passes += 1
+    return found
 
 
 def node_times_in_context(model: onnx.ModelProto | bytes, settings: RuntimeSettings, runs: int = 300

@@ -271,8 +271,8 @@ def test_any_profile_loads_or_raises_profile_error(data):
         assert math.isfinite(entry.median_ms - profile.overhead_ms)
     if profile.analytic is not None:
         from hwprune import analytic, onnxgraph
-        from hwprune.profiles import _null_model
-        for kernel in onnxgraph.kernels(_null_model()):
+        from hwprune.runtime import null_model
+        for kernel in onnxgraph.kernels(null_model()):
             assert math.isfinite(analytic.kernel_ms(kernel, profile.analytic))
 
 
