@@ -123,7 +123,7 @@ class DeviceProfile:
             "provenance": self.provenance,
             "protocol": self.protocol,
             "overhead_ms": self.overhead_ms,
-            "calibration": {k: asdict(v) for k, v in self.calibrations.items()},
+            "calibration": {k: _calibration_json(v) for k, v in self.calibrations.items()},
             **({"analytic": asdict(self.analytic)} if self.analytic else {}),
             **({"alignment": self.alignment_sweep} if self.alignment_sweep else {}),
             "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
@@ -416,6 +416,14 @@ def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol:
             on_measured(len(batch), len(todo))
     profile.save()
     return len(todo)
+
+
+def _calibration_json(calibration: Calibration) -> dict:
+    """A calibration as stored: the overhead it was fitted with only when it has its own (see Calibration)."""
+    data = asdict(calibration)
+    if calibration.call_overhead_ms < 0:
+        del data["call_overhead_ms"]
+    return data
 
 
 def fit_calibration(kernel_sums_ms: list[float], measured_ms: list[float], call_overhead_ms: float) -> Calibration:

@@ -62,9 +62,12 @@ class TimingProtocol:
 # tens of milliseconds, faster than any attempt; the fastest calls are the quiet phase's.
 KERNEL_PROTOCOL = TimingProtocol(min_time_s=0.02, quiet_calls=0.2)
 # Whole models: 1.5 s per model in 12 interleaved blocks, the quietest third pooled (see time_side_by_side):
-# on a shared machine a model's latency can flip between a quiet and a slower level every few seconds.
+# on a shared machine a model's latency can flip between a quiet and a slower level every few seconds. The
+# latency is the median of each kept block's fastest fifth of calls, as for kernels: measured here, a
+# CPU-bound or memory-bound process on the other core moved a ResNet-20's median by 7-16 % and its fastest
+# fifth by under 0.5 %, and a table and its calibration networks must see the same quiet host.
 WHOLE_MODEL_PROTOCOL = TimingProtocol(warmup=50, min_repeats=240, min_time_s=1.5, attempts=3, noise_limit=0.05,
-                                      min_attempts=1, patience_s=30.0)
+                                      min_attempts=1, patience_s=30.0, quiet_calls=0.2)
 CALIBRATION_PROTOCOL = replace(WHOLE_MODEL_PROTOCOL, min_time_s=1.0)
 # The host's state (see Sentinel): ~6 ms per reading, read every SENTINEL_EVERY kernels and every block.
 SENTINEL_PROTOCOL = TimingProtocol(warmup=3, min_repeats=20, min_time_s=0.003)
@@ -214,10 +217,13 @@ def _one_attempt(sess: ort.InferenceSession, binding: ort.IOBinding, protocol: T
     return np.asarray(times, dtype=np.float64) / 1e6
 
 
-def _stats(ms: np.ndarray, attempts: int, sentinel: Sentinel, host: HostReading, quiet_share: float
-           ) -> LatencyStats:
-    q25, q50, q75, q90 = np.percentile(ms, [25, 50, 75, 90])
-    return LatencyStats(float(q50), float(q90), float((q75 - q25) / q50), len(ms), attempts,
+def _stats(ms: np.ndarray, attempts: int, sentinel: Sentinel, host: HostReading, quiet_share: float,
+           typical: np.ndarray | None = None) -> LatencyStats:
+    """Median of `ms`; tail and spread of `typical` (all calls the median was drawn from) when given."""
+    typical = ms if typical is None else typical
+    q25, q75, q90 = np.percentile(typical, [25, 75, 90])
+    q50 = float(np.median(ms))
+    return LatencyStats(q50, float(q90), float((q75 - q25) / np.median(typical)), len(ms), attempts,
                         sentinel.slowdown(host), quiet_share, host.call_ms, host.compute_ms)
 
 
@@ -342,7 +348,9 @@ def time_side_by_side(models: list[onnx.ModelProto | bytes], settings: RuntimeSe
         kept = f.quiet_tries(sentinel) or sorted(f.tries, key=lambda t: sentinel.slowdown(t[0]))[:blocks]
         host = max((host for host, _ in kept), key=sentinel.slowdown)
         share = len(f.quiet_tries(sentinel)) / len(f.tries)
-        stats.append(_stats(_quietest([ms for _, ms in kept]), attempt, sentinel, host, share))
+        quietest = _quietest([ms for _, ms in kept])
+        stats.append(_stats(np.concatenate([_fastest(ms, protocol.quiet_calls) for ms in quietest]), attempt,
+                            sentinel, host, share, typical=np.concatenate(quietest)))
     return stats
 
 
@@ -351,10 +359,10 @@ def _fastest(ms: np.ndarray, share: float) -> np.ndarray:
     return ms if share >= 1 else np.sort(ms)[:max(5, round(len(ms) * share))]
 
 
-def _quietest(blocks: list[np.ndarray]) -> np.ndarray:
-    """The samples of the least disturbed blocks (lowest medians), at least one block."""
+def _quietest(blocks: list[np.ndarray]) -> list[np.ndarray]:
+    """The least disturbed blocks (lowest medians), at least one."""
     keep = max(1, round(len(blocks) * QUIET_FRACTION))
-    return np.concatenate(sorted(blocks, key=lambda b: float(np.median(b)))[:keep])
+    return sorted(blocks, key=lambda b: float(np.median(b)))[:keep]
 
 
 def time_many(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings,
@@ -413,15 +421,16 @@ def _time_chunk(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings
 
     deadline = time.monotonic() + protocol.patience_s
     passes = 0
+    before = sentinel.read()
     while todo := [i for i in range(len(models)) if needs_more(i, passes)]:
         if passes >= protocol.attempts and time.monotonic() > deadline:
             break
         for group in range(0, len(todo), SENTINEL_EVERY):
-            before = sentinel.read()
             timed = [(i, _one_attempt(sessions[i], bindings[i], one)) for i in todo[group:group + SENTINEL_EVERY]]
-            host = before.worse(sentinel.read())
+            after = sentinel.read()
             for i, ms in timed:
-                found[i].tries.append((host, _fastest(ms, protocol.quiet_calls)))
+                found[i].tries.append((before.worse(after), _fastest(ms, protocol.quiet_calls)))
+            before = after
         passes += 1
     return found
 
