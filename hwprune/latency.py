@@ -95,6 +95,7 @@ class LatencyPredictor:
         self._kernels: dict[tuple[tuple[str, int], ...], list[Kernel]] = {}
         self.calibration_networks: list[tuple[dict[str, int], float]] = []  # (widths, measured ms), this run
         self._sentinel: runtime.Sentinel | None = None
+        self.patience = runtime.Patience(protocol.patience_s)  # one allowance for waiting out slow phases
 
     @property
     def sentinel(self) -> runtime.Sentinel:
@@ -125,7 +126,8 @@ class LatencyPredictor:
         if missing and self.profile.measured_here:
             with stage(self.progress, "measuring latency table", len(missing), transient=True) as bar:
                 self.measured_kernels += profiles.measure_missing(
-                    self.profile, kernels, self.protocol, lambda k, n: bar.advance(k, f"{n} kernels"), self.sentinel)
+                    self.profile, kernels, self.protocol, lambda k, n: bar.advance(k, f"{n} kernels"), self.sentinel,
+                    self.patience)
 
     def predict(self, widths: dict[str, int]) -> Prediction:
         self.ensure([widths])

@@ -16,7 +16,7 @@ import math
 import platform
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -322,10 +322,14 @@ def new_host_profile(profile_id: str, settings: RuntimeSettings, protocol: Timin
         profile_id, HostFingerprint.current(), settings, runtime.version(),
         provenance={"kind": "measured", "host": socket.gethostname(), "created": _now(),
                     "method": "each node of ONNX Runtime's optimised graph timed alone (optimisation off, "
-                              "IOBinding), attempts seconds apart, least disturbed median kept, minus the call "
-                              "overhead; calibrated on whole networks"},
+                              "IOBinding), attempts seconds apart and bracketed by host-state readings (attempts "
+                              "in a slow phase taken again), the median of an attempt's fastest fifth of calls, "
+                              "the lowest quiet one kept, minus the call overhead; calibrated on whole networks "
+                              "timed the same way"},
         protocol=protocol.to_json(), path=path)
-    profile.overhead_ms = runtime.time_model(runtime.null_model(), runtime.as_built(settings), protocol).median_ms
+    # no waiting for a quiet phase here: a run replaces it by its sentinel's quietest reading (LatencyPredictor)
+    profile.overhead_ms = runtime.time_model(runtime.null_model(), runtime.as_built(settings),
+                                             replace(protocol, patience_s=0.0)).median_ms
     return profile
 
 
@@ -392,10 +396,11 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
 
 def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol: TimingProtocol,
                     on_measured: Callable[[int, int], None] | None = None,
-                    sentinel: runtime.Sentinel | None = None) -> int:
+                    sentinel: runtime.Sentinel | None = None, patience: runtime.Patience | None = None) -> int:
     """Measure every kernel the table lacks (on this host only) and save the profile. Returns how many.
     `on_measured(k, total)` is called after each chunk of k kernels; `sentinel` carries the host's quiet
-    level from earlier measurements of the run (see `runtime.Sentinel`)."""
+    level from earlier measurements of the run (see `runtime.Sentinel`), `patience` the run's allowance for
+    waiting out slow phases (see `runtime.Patience`; default: the protocol's, once for this call)."""
     todo = list({k.signature: k for k in kernels if k.signature not in profile.entries}.values())
     if not todo:
         return 0
@@ -405,10 +410,11 @@ def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol:
                            f"and this host cannot measure it ({reasons})",
                            hint="run `hwprune profile` on the target device to extend the table")
     chunk = 40
+    patience = patience or runtime.Patience(protocol.patience_s)
     for start in range(0, len(todo), chunk):
         batch = todo[start:start + chunk]
         timed = runtime.time_many([k.build() for k in batch], runtime.as_built(profile.settings), protocol, chunk,
-                                  sentinel)
+                                  sentinel, patience)
         for kernel, stats in zip(batch, timed, strict=True):
             profile.entries[kernel.signature] = Entry(stats.median_ms, stats.p90_ms, stats.spread, stats.n, kernel.op,
                                                       stats.host_call_ms, stats.host_compute_ms)

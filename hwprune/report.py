@@ -210,7 +210,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{md_code(report['host']['hostname'])} ({md_text(report['host']['cpu'])}), "
         f"{md_text('/'.join(report['target_settings']['providers']))}, "
         f"{report['target_settings']['intra_op_threads']} thread(s), "
-        "median of timed single calls after warm-up, in quiet phases of the host (see below).",
+        "single calls timed after warm-up in interleaved blocks; the latency is the median of the fastest fifth "
+        "of the calls of the quietest blocks (the host's quiet state: bursts of other load only ever slow a call "
+        "down), p90 of all their calls.",
         f"- Latency `predicted` = profile {md_code(prof['id'])} ({prof['provenance']} on {md_code(prof['host'])}, "
         f"{prof['entries']} kernels; {prof['kernels_measured_this_run']} measured in this run)"
         + (f", calibrated on {report['calibration']['networks']} networks" if report.get("calibration") else "") + ".",

@@ -7,6 +7,7 @@ so a measurement is the runtime's own work plus one call's overhead, never Pytho
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -56,11 +57,12 @@ class TimingProtocol:
         return asdict(self)
 
 
-# Kernels: 0.02 s per attempt, attempts seconds apart (see time_many); longer attempts cost table-building
-# time for little accuracy (README, latency prediction). Of an attempt's calls the fastest fifth count: a
-# tiny kernel (2-5 µs a call) runs 1.5-1.9× slower in a slow phase of the host, and phases flip within
-# tens of milliseconds, faster than any attempt; the fastest calls are the quiet phase's.
-KERNEL_PROTOCOL = TimingProtocol(min_time_s=0.02, quiet_calls=0.2)
+# Kernels: 0.02 s per attempt, started in a quiet phase of the host (see Sentinel, time_many); longer attempts
+# cost table-building time for little accuracy (README, latency prediction). Of an attempt's calls the
+# fastest fifth count (bursts within an attempt only slow calls down). Measured here: attempts the sentinel
+# marks quiet agree within 0.5 % (90th percentile over 40 kernels), so one quiet attempt is enough; attempts
+# it marks slow ran 1.02-1.48× slower, fastest fifth and all.
+KERNEL_PROTOCOL = TimingProtocol(min_time_s=0.02, quiet_calls=0.2, min_attempts=1, patience_s=30.0)
 # Whole models: 1.5 s per model in 12 interleaved blocks, the quietest third pooled (see time_side_by_side):
 # on a shared machine a model's latency can flip between a quiet and a slower level every few seconds. The
 # latency is the median of each kept block's fastest fifth of calls, as for kernels: measured here, a
@@ -68,7 +70,7 @@ KERNEL_PROTOCOL = TimingProtocol(min_time_s=0.02, quiet_calls=0.2)
 # fifth by under 0.5 %, and a table and its calibration networks must see the same quiet host.
 WHOLE_MODEL_PROTOCOL = TimingProtocol(warmup=50, min_repeats=240, min_time_s=1.5, attempts=3, noise_limit=0.05,
                                       min_attempts=1, patience_s=30.0, quiet_calls=0.2)
-CALIBRATION_PROTOCOL = replace(WHOLE_MODEL_PROTOCOL, min_time_s=1.0)
+CALIBRATION_PROTOCOL = replace(WHOLE_MODEL_PROTOCOL, min_time_s=0.6)
 # The host's state (see Sentinel): ~6 ms per reading, read every SENTINEL_EVERY kernels and every block.
 SENTINEL_PROTOCOL = TimingProtocol(warmup=3, min_repeats=20, min_time_s=0.003)
 SENTINEL_EVERY = 4
@@ -294,6 +296,17 @@ class Sentinel:
         self.slow_readings += not self.is_quiet(reading)
         return reading
 
+    def wait_quiet(self, reading: HostReading, patience: Patience) -> HostReading:
+        """Read again while the host is in a slow phase and `patience` lasts; the last reading. Waiting on
+        the sentinel's few milliseconds costs less than timing models in a slow phase and setting them aside
+        (measured here: a kernel attempt the sentinel marks slow runs ~1.2× slower even in its fastest calls;
+        the host was slow 60 % of the time for minutes)."""
+        while not self.is_quiet(reading) and patience.seconds > 0:
+            started = time.monotonic()
+            reading = self.read()
+            patience.seconds -= time.monotonic() - started
+        return reading
+
     def slowdown(self, reading: HostReading) -> float:
         """How much slower than its quietest the host ran (the larger of the two ratios)."""
         return max(reading.call_ms / self.quiet.call_ms, reading.compute_ms / self.quiet.compute_ms)
@@ -313,11 +326,12 @@ def time_side_by_side(models: list[onnx.ModelProto | bytes], settings: RuntimeSe
     """Latencies of several models timed in interleaved rounds (one short block of each model per round), so
     drifting machine load hits all alike.
 
-    A sentinel reading brackets every block; blocks taken in a slow phase are set aside and more rounds are
-    timed, until every model has `blocks` quiet blocks or `protocol.patience_s` has passed (then the least
-    slow blocks count, and `LatencyStats.slowdown` says how much slower the host ran than its quietest). A
-    model's statistics come from its quietest third of kept blocks, pooled: every model is treated the same
-    way, and their ratios (e.g. a speedup) are what a shared machine measures best.
+    A sentinel reading brackets every block; blocks taken in a slow phase are set aside. After
+    `protocol.min_attempts` rounds of `blocks` blocks, rounds go on until every model has a third of `blocks`
+    quiet blocks or `protocol.patience_s` has passed (then the least slow blocks count, and
+    `LatencyStats.slowdown` says how much slower the host ran than its quietest). A model's latency is the
+    median of the fastest `protocol.quiet_calls` of the calls of its quietest third of kept blocks: every
+    model is treated the same way, and their ratios (e.g. a speedup) are what a shared machine measures best.
     """
     sentinel = sentinel or Sentinel(settings)
     sessions = [session(m, settings) for m in models]
@@ -327,22 +341,23 @@ def time_side_by_side(models: list[onnx.ModelProto | bytes], settings: RuntimeSe
     for sess, binding in zip(sessions, bindings, strict=True):
         _one_attempt(sess, binding, replace(block, warmup=protocol.warmup, min_repeats=0, min_time_s=0))
     found = [_Attempts() for _ in models]
+    needed = math.ceil(blocks * QUIET_FRACTION)
     deadline = time.monotonic() + protocol.patience_s
+    waiting = Patience(protocol.patience_s)
     before = sentinel.read()
-    attempt = 0
+    rounds = 0
     while True:
-        attempt += 1
-        for _ in range(blocks):
-            for i, (sess, binding) in enumerate(zip(sessions, bindings, strict=True)):
-                ms = _one_attempt(sess, binding, block)
-                after = sentinel.read()
-                found[i].tries.append((before.worse(after), ms))
-                before = after
-        quiet = min(len(f.quiet_tries(sentinel)) for f in found)
-        if attempt >= protocol.min_attempts and quiet >= blocks:
+        rounds += 1
+        for i, (sess, binding) in enumerate(zip(sessions, bindings, strict=True)):
+            before = sentinel.wait_quiet(before, waiting)
+            ms = _one_attempt(sess, binding, block)
+            after = sentinel.read()
+            found[i].tries.append((before.worse(after), ms))
+            before = after
+        if rounds >= blocks * protocol.min_attempts and (
+                min(len(f.quiet_tries(sentinel)) for f in found) >= needed or time.monotonic() > deadline):
             break
-        if attempt >= protocol.attempts and (quiet >= blocks * QUIET_FRACTION or time.monotonic() > deadline):
-            break
+    attempt = math.ceil(rounds / blocks)
     stats = []
     for f in found:
         kept = f.quiet_tries(sentinel) or sorted(f.tries, key=lambda t: sentinel.slowdown(t[0]))[:blocks]
@@ -367,22 +382,25 @@ def _quietest(blocks: list[np.ndarray]) -> list[np.ndarray]:
 
 def time_many(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings,
               protocol: TimingProtocol = KERNEL_PROTOCOL, chunk: int = 40,
-              sentinel: Sentinel | None = None) -> list[LatencyStats]:
+              sentinel: Sentinel | None = None, patience: Patience | None = None) -> list[LatencyStats]:
     """Latencies of many small models (table kernels), each timed in separate passes over a chunk of them.
 
-    A sentinel reading brackets every few models. An attempt counts when its brackets show a quiet host;
-    models without a quiet attempt, or whose quiet attempts disagree by more than the noise limit, get more
-    passes (up to `protocol.attempts`, and beyond it while `protocol.patience_s` lasts for those without a
-    quiet one). The lowest quiet median counts. Models whose kept attempt looks slow against a quieter level
-    found later (the whole chunk fell into a slow phase) are timed once more at the end.
+    A sentinel reading brackets every few models, and each group starts in a quiet phase of the host (see
+    `Sentinel.wait_quiet`). An attempt counts when its brackets show a quiet host; models without a quiet
+    attempt, or whose quiet attempts disagree by more than the noise limit, get more passes (up to
+    `protocol.attempts`, and beyond it for those without a quiet one while `patience` lasts: one allowance
+    for a run's many calls, by default `protocol.patience_s` for this call). The lowest quiet median counts.
+    Models whose kept attempt looks slow against a quieter level found later (the whole chunk fell into a
+    slow phase) are timed once more at the end.
     """
     sentinel = sentinel or Sentinel(settings)
+    patience = patience or Patience(protocol.patience_s)
     results: list[_Attempts] = []
     for start in range(0, len(models), chunk):
-        results += _time_chunk(models[start:start + chunk], settings, protocol, sentinel)
+        results += _time_chunk(models[start:start + chunk], settings, protocol, sentinel, patience)
     late = [i for i, r in enumerate(results) if not sentinel.is_quiet(r.best(sentinel)[0])]
     for start in range(0, len(late), chunk):
-        again = _time_chunk([models[i] for i in late[start:start + chunk]], settings, protocol, sentinel)
+        again = _time_chunk([models[i] for i in late[start:start + chunk]], settings, protocol, sentinel, patience)
         for i, extra in zip(late[start:start + chunk], again, strict=True):
             results[i].tries += extra.tries
     return [r.stats(sentinel) for r in results]
@@ -406,8 +424,17 @@ class _Attempts:
         return _stats(ms, len(self.tries), sentinel, host, len(self.quiet_tries(sentinel)) / len(self.tries))
 
 
+@dataclass
+class Patience:
+    """Seconds left for timing passes beyond `protocol.attempts` that wait out a slow phase of the host. One
+    allowance for a whole table build (given per call, a host slow for minutes multiplied it by the number of
+    calls: a ResNet-20 table took 179 s instead of 30)."""
+
+    seconds: float
+
+
 def _time_chunk(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings, protocol: TimingProtocol,
-                sentinel: Sentinel) -> list[_Attempts]:
+                sentinel: Sentinel, patience: Patience) -> list[_Attempts]:
     one = replace(protocol, attempts=1, min_attempts=1)
     sessions = [session(m, settings) for m in models]
     bindings = [_bound(s, random_inputs(s)) for s in sessions]
@@ -419,18 +446,22 @@ def _time_chunk(models: list[onnx.ModelProto | bytes], settings: RuntimeSettings
             return True
         return passes < protocol.attempts and max(quiet) > min(quiet) * (1 + protocol.noise_limit)
 
-    deadline = time.monotonic() + protocol.patience_s
     passes = 0
     before = sentinel.read()
     while todo := [i for i in range(len(models)) if needs_more(i, passes)]:
-        if passes >= protocol.attempts and time.monotonic() > deadline:
+        beyond = passes >= protocol.attempts
+        if beyond and patience.seconds <= 0:
             break
+        started = time.monotonic()
         for group in range(0, len(todo), SENTINEL_EVERY):
+            before = sentinel.wait_quiet(before, patience)
             timed = [(i, _one_attempt(sessions[i], bindings[i], one)) for i in todo[group:group + SENTINEL_EVERY]]
             after = sentinel.read()
             for i, ms in timed:
                 found[i].tries.append((before.worse(after), _fastest(ms, protocol.quiet_calls)))
             before = after
+        if beyond:
+            patience.seconds -= time.monotonic() - started
         passes += 1
     return found
 
