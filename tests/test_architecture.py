@@ -23,6 +23,7 @@ LAYERS = {
     "stages": ["hwprune.dense", "hwprune.imp", "hwprune.measure", "hwprune.validate", "hwprune.compare"],
     "engines": ["hwprune.latency", "hwprune.search", "hwprune.train", "hwprune.prune.graph", "hwprune.export",
                 "hwprune.numerics", "hwprune.profiles", "hwprune.analytic", "hwprune.onnxgraph", "hwprune.runtime",
+                "hwprune.timing",
                 "hwprune.cache", "hwprune.state", "hwprune.factories", "hwprune.report",
                 "hwprune.data.fashion_mnist", "hwprune.models.example_cnn", "hwprune.models.resnet",
                 "hwprune.models.mobilenet_v2"],
@@ -32,7 +33,7 @@ LAYERS = {
 }
 RANK = {module: rank for rank, modules in enumerate(reversed(LAYERS.values())) for module in modules}
 # Each heavy library (or the part of one) enters hwprune through exactly one module.
-GATEWAYS = {"optuna": "hwprune.search", "onnxruntime": "hwprune.runtime", "torch_pruning": "hwprune.prune.graph",
+GATEWAYS = {"optuna": "hwprune.search", "onnxruntime": "hwprune.timing", "torch_pruning": "hwprune.prune.graph",
             "torch.onnx": "hwprune.export", "sqlalchemy": "hwprune.search", "matplotlib": "hwprune.compare",
             "jsonschema": "hwprune.report"}
 

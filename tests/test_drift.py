@@ -1,6 +1,6 @@
 """The host drifting while the latency table is built (issue 15): a slow phase must not end up in the table.
 
-A slow phase is simulated where every timing passes (`runtime._one_attempt`): for a few seconds of the
+A slow phase is simulated where every timing passes (`timing._one_attempt`): for a few seconds of the
 build, every model, the sentinel included, runs 1.4× slower, as a host does when other tenants, clocks or
 heat slow it down. The table built through it must predict the search space's networks as a table built
 on a quiet host does, and the run must say that it met a slow phase.
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from hwprune import export, measure, profiles, runtime
+from hwprune import export, measure, profiles, runtime, timing
 from hwprune.latency import LatencyPredictor, build_template
 from hwprune.prune import graph
 from hwprune.runtime import KERNEL_PROTOCOL, HostReading, RuntimeSettings, Sentinel
@@ -36,14 +36,14 @@ def test_a_slow_phase_during_the_table_build_is_detected_and_does_not_bias_predi
     held_out = measure.search_space_configs(dense, 16, 0.85, 6, seed=0)  # measured in the build, never calibrated
     quiet = _table(template, dense, tmp_path / "quiet")
 
-    real = runtime._one_attempt
+    real = timing._one_attempt
     start = time.monotonic()
 
     def slow_phase(sess, binding, protocol):
         ms = real(sess, binding, protocol)
         return ms * SLOWER if 0.3 <= time.monotonic() - start <= 4.0 else ms
 
-    monkeypatch.setattr(runtime, "_one_attempt", slow_phase)
+    monkeypatch.setattr(timing, "_one_attempt", slow_phase)
     drifted = _table(template, dense, tmp_path / "drifted")
     assert time.monotonic() - start > 4.0, "the build ended inside the slow phase: lengthen the table"
 

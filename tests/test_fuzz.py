@@ -194,7 +194,8 @@ def test_any_target_parses_or_raises_config_error(data):
         return
     budget = target.budget.resolve(1.0).ms
     assert math.isfinite(budget) and budget > 0
-    runtime._options(runtime.RuntimeSettings(target.providers, target.intra_op_threads, target.graph_optimization))
+    runtime.session_options(runtime.RuntimeSettings(target.providers, target.intra_op_threads,
+                                                    target.graph_optimization))
     assert target.budget.describe()
 
 
