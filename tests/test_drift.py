@@ -50,8 +50,11 @@ def test_a_slow_phase_during_the_table_build_is_detected_and_does_not_bias_predi
     errors = [drifted(w) / quiet(w) - 1 for w in held_out]
     print("drifted vs quiet table, held-out networks:", [f"{e:+.1%}" for e in errors])
     assert max(abs(e) for e in errors) <= 0.10, errors
+    # An entry from the simulated phase reads ~SLOWER× the quietest level; the host's own drift moves readings
+    # by ~10 %, and the quiet level can still fall after an entry was taken, so the line is drawn halfway.
+    halfway = (1 + SLOWER) / 2
     slow = [entry for entry in drifted.profile.entries.values()
-            if not drifted.sentinel.is_quiet(runtime.HostReading(entry.host_call_ms, entry.host_compute_ms))]
+            if drifted.sentinel.slowdown(runtime.HostReading(entry.host_call_ms, entry.host_compute_ms)) >= halfway]
     assert not slow, f"{len(slow)} entries kept from the slow phase"
     assert drifted.sentinel.slow_readings > 0
 
