@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_CODES["ConfigError"])
 
 
-COMMANDS = ("run", "targets", "profile", "compare", "validate")
+COMMANDS = ("run", "targets", "profile", "compare", "validate", "agent")
 
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
@@ -51,7 +51,16 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     model.add_argument("--seed", type=int, help="override the config's seed")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--quiet", action="store_true", help="no progress bars")
-    return {"debug": debug, "lookup": lookup, "model": model, "quiet": quiet}
+    agent = argparse.ArgumentParser(add_help=False)
+    agent.add_argument("--agent", action="append", default=[], metavar="URL",
+                       help="measure on the device through its agent (`hwprune agent` there), e.g. "
+                            "http://pi.local:8707; repeat for a shelf of identical devices (default: the target "
+                            "file's `agent`, else this host)")
+    agent.add_argument("--agent-token-file", type=Path, metavar="FILE",
+                       help="file holding the agents' token (default: $HWPRUNE_AGENT_TOKEN)")
+    agent.add_argument("--agent-retry-s", type=float, default=120.0, metavar="S",
+                       help="how long to keep trying an agent that stops answering mid-run (default 120)")
+    return {"debug": debug, "lookup": lookup, "model": model, "quiet": quiet, "agent": agent}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     target_help = "target name (see `hwprune targets`) or a target .toml file"
 
     p = sub.add_parser(
-        "run", prog="hwprune", parents=[parent["model"], parent["lookup"], parent["quiet"], parent["debug"]],
+        "run", prog="hwprune",
+        parents=[parent["model"], parent["lookup"], parent["quiet"], parent["agent"], parent["debug"]],
         epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets; `hwprune profile --target NAME` "
                         "measures a target's latency table on this host; `hwprune compare REPORT.json...` compares "
                         "targets; `hwprune validate MODEL.onnx --target NAME` re-checks a shipped model.",
@@ -98,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "profile", prog="hwprune profile", epilog=EPILOG,
-        parents=[parent["model"], parent["lookup"], parent["quiet"], parent["debug"]],
+        parents=[parent["model"], parent["lookup"], parent["quiet"], parent["agent"], parent["debug"]],
         description="Measure the target's latency table for the model's search space on this host (the device), "
                     "with an alignment sweep and a whole-network calibration. Replaces an analytic profile.")
     p.set_defaults(handler=cmd_profile)
@@ -120,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace earlier comparison files")
 
     p = sub.add_parser(
-        "validate", prog="hwprune validate", epilog=EPILOG, parents=[parent["lookup"], parent["debug"]],
+        "validate", prog="hwprune validate", epilog=EPILOG,
+        parents=[parent["lookup"], parent["agent"], parent["debug"]],
         description="Re-check a shipped model against a target: a valid ONNX graph that runs on ONNX Runtime with "
                     "finite outputs, and its latency (measured where this host is the device, else predicted from "
                     "the target's profile) against the target's budget. Exit 10 when the budget is missed; exit 2 "
@@ -134,7 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "metadata, whose speedup budget cannot be checked)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (`budget_source`: "
                                                       "target, model metadata or --budget-ms)")
+
+    from hwprune.agent_args import add_arguments  # the agent's own flags, defined once (argparse only)
+    p = sub.add_parser(
+        "agent", prog="hwprune agent", epilog=EPILOG, parents=[parent["debug"]],
+        description="Serve this device to hwprune on a workstation: time ONNX models with hwprune's protocol over "
+                    "HTTP (token required, 127.0.0.1 unless --host). On a device without hwprune, copy the one file "
+                    "--write-file writes and run `python3 FILE` (Python >= 3.8, numpy, onnxruntime).")
+    p.set_defaults(handler=cmd_agent)
+    add_arguments(p)
+    p.add_argument("--write-file", type=Path, metavar="PATH",
+                   help="write the agent as one standalone Python file to PATH and exit")
     return top
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    if args.write_file is not None:
+        from hwprune import atomic
+        from hwprune.agent_file import standalone_source
+        from hwprune.errors import OutputError
+        if args.write_file.exists():
+            raise OutputError(f"{args.write_file} already exists", hint="choose another path or move the file away")
+        atomic.write_text(args.write_file, standalone_source())
+        print(f"wrote {args.write_file}: copy it to the device and run `python3 {args.write_file.name} --help` there")
+        return 0
+    from hwprune import agent
+    return agent.serve_forever(args)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -146,7 +182,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hwprune.targets import load_target, target_dirs
     _setup_logging(Console(stderr=True), args.debug)
     target = load_target(args.target, target_dirs(args.targets_dir))
-    result = validate.check(args.model, target, args.profiles_dir, args.budget_ms)
+    result = validate.check(args.model, target, args.profiles_dir, args.budget_ms, _device(args, target))
     summary = {"model": str(result.path), "target": result.target, "built_for": result.built_for,
                "ran_on": list(result.providers), "latency_ms": result.latency_ms,
                "latency_source": result.latency_source, "how": result.how, "budget_ms": result.budget_ms,
@@ -327,11 +363,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise _config_error("--networks must be ≥ 0")
     config, target = _config_and_target(args)
     profiles_dir = args.profiles_dir
+    device = _device(args, target)
     if args.quiet:
-        result = pipeline.profile_target(config, target, profiles_dir, args.networks)
+        result = pipeline.profile_target(config, target, profiles_dir, args.networks, device=device)
     else:
         with RichProgress(err) as progress:
-            result = pipeline.profile_target(config, target, profiles_dir, args.networks, progress)
+            result = pipeline.profile_target(config, target, profiles_dir, args.networks, progress, device)
     b = result.build
     cal = (f"calibration on {b.calibration.networks} networks: scale {b.calibration.scale:.3f}, offset "
            f"{b.calibration.offset_ms * 1000:.1f} us, max error {b.calibration.max_error_pct:.1f}%"
@@ -360,7 +397,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = pipeline.RunOptions(out_dir=paths.DEFAULT_OUT, profiles_dir=args.profiles_dir, force=args.force,
                                   data_dir=args.data_dir, data_limit=args.limit,
                                   cache_dir=None if args.no_cache else args.cache_dir or paths.cache_dir_default(),
-                                  optimize=args.optimize, storage=args.storage)
+                                  optimize=args.optimize, storage=args.storage, agents=_agent_urls(args),
+                                  agent_token_file=args.agent_token_file, agent_retry_s=args.agent_retry_s)
     outcomes, failures = [], []
     start = time.perf_counter()
     # closing: the output folders are let go even on an error
@@ -417,6 +455,17 @@ def _progress(console, quiet: bool):
 
     from hwprune.progress import NullProgress
     return nullcontext(NullProgress()) if quiet else RichProgress(console)
+
+
+def _agent_urls(args: argparse.Namespace) -> tuple[str, ...]:
+    from hwprune.targets import agent_urls
+    return agent_urls(args.agent, "--agent")
+
+
+def _device(args: argparse.Namespace, target):
+    """Where `hwprune profile` and `hwprune validate` measure: --agent, else the target's agents, else here."""
+    from hwprune import remote
+    return remote.open_device(_agent_urls(args) or target.agents, args.agent_token_file, args.agent_retry_s)
 
 
 def _config_error(message: str, hint: str = "") -> HwpruneError:

@@ -49,6 +49,8 @@ class Comparison:
 def latency_source(r: dict[str, Any], which: str = "pruned") -> str:
     """Where a latency figure comes from, in words: measured on a host, or predicted from a profile."""
     m = r[which]
+    if m["latency_source"] == "measured" and r["profile"].get("agents"):
+        return f"measured on the device through agent {', '.join(r['profile']['agents'])}"
     if m["latency_source"] == "measured":
         return f"measured on {r['host']['hostname']} ({r['host']['cpu']})"
     return f"predicted from profile '{r['profile']['id']}' ({r['profile']['provenance']})"

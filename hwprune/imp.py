@@ -29,6 +29,7 @@ from hwprune.provenance import derive_seed
 from hwprune.prune import graph
 from hwprune.prune.masks import Masks, geometric_targets
 from hwprune.records import RoundRecord
+from hwprune.runtime import WHOLE_MODEL_PROTOCOL
 from hwprune.search import SearchSpace, StudyPlace, require_reachable, search
 from hwprune.state import RunState
 from hwprune.targets import Budget, ResolvedBudget, RuntimeSettings
@@ -126,9 +127,11 @@ class Imp:
         margin = 1.0 - self.config.imp.safety_margin
         while True:
             proto = export.export(self.ticket.model, self.dense.example)
-            dense_stats, stats = runtime.time_side_by_side([dense_proto, proto], settings,
-                                                           sentinel=self.predictor.sentinel)
-            resolved = budget.resolve(dense_stats.median_ms, "measured on this host side by side with the ticket")
+            device = self.predictor.profile.device
+            dense_stats, stats = device.time_side_by_side([dense_proto, proto], settings, WHOLE_MODEL_PROTOCOL,
+                                                          self.predictor.sentinel)
+            resolved = budget.resolve(dense_stats.median_ms,
+                                      f"measured on {device.label} side by side with the ticket")
             extra_rounds_done = len(self.rounds) - self.config.imp.rounds
             if resolved.met_by(stats.median_ms) or extra_rounds_done >= self.config.imp.extra_rounds:
                 return MeasuredTicket(proto, dense_stats, stats, resolved)

@@ -94,14 +94,15 @@ class LatencyPredictor:
         self.measured_kernels = 0
         self._kernels: dict[tuple[tuple[str, int], ...], list[Kernel]] = {}
         self.calibration_networks: list[tuple[dict[str, int], float]] = []  # (widths, measured ms), this run
-        self._sentinel: runtime.Sentinel | None = None
+        self._sentinel: runtime.HostLevel | None = None
         self.patience = runtime.Patience(protocol.patience_s)  # one allowance for waiting out slow phases
 
     @property
-    def sentinel(self) -> runtime.Sentinel:
-        """The host's state for every measurement of this run (its quiet level carries from call to call)."""
+    def sentinel(self) -> runtime.HostLevel:
+        """The device's state for every measurement of this run (its quiet level carries from call to call):
+        a `runtime.Sentinel` on this host, the agent's level through an agent."""
         if self._sentinel is None:
-            self._sentinel = runtime.Sentinel(self.profile.settings)
+            self._sentinel = self.profile.device.host_level(self.profile.settings)
         return self._sentinel
 
     def kernels(self, widths: dict[str, int]) -> list[Kernel]:
@@ -112,7 +113,7 @@ class LatencyPredictor:
                 self._kernels[key] = self.template.kernels(widths)
             else:
                 optimized, shapes = runtime.optimized_graph(self.template.instantiate(widths, seed=0),
-                                                            self.profile.settings)
+                                                            self.profile.settings, self.profile.device)
                 self._kernels[key] = runtime_kernels(optimized, shapes)
         return self._kernels[key]
 
@@ -197,8 +198,9 @@ class LatencyPredictor:
         self.ensure(configs)
         sums = [self.model.kernel_sum_ms(self.kernels(widths))[0] for widths in configs]
         with stage(self.progress, f"calibrating latency model on {len(configs)} networks", None):
-            stats = runtime.time_side_by_side([self.template.instantiate(w, seed=i) for i, w in enumerate(configs)],
-                                              self.profile.settings, CALIBRATION_PROTOCOL, sentinel=self.sentinel)
+            stats = self.profile.device.time_side_by_side(
+                [self.template.instantiate(w, seed=i) for i, w in enumerate(configs)], self.profile.settings,
+                CALIBRATION_PROTOCOL, self.sentinel)
         measured = [s.median_ms for s in stats]
         self.calibration_networks = list(zip(configs, measured, strict=True))
         return profiles.fit_calibration(sums, measured, self.profile.overhead_ms)

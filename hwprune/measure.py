@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hwprune import runtime
+from hwprune.device import LOCAL, Device
 from hwprune.latency import LatencyPredictor, calibration_configs
 from hwprune.profiles import Calibration
 from hwprune.progress import NullProgress, Progress, stage
@@ -125,11 +126,13 @@ def preferred_channel_multiple(channels: list[int], ms: list[float], candidates:
 
 
 def alignment_sweep(settings: runtime.RuntimeSettings, channels: range = range(8, 65),
-                    progress: Progress = NullProgress()) -> AlignmentSweep:
-    """Time the sweep layer at every channel count, with the target's full graph optimisation (attempts
-    seconds apart, like the table's kernels)."""
+                    progress: Progress = NullProgress(), device: Device = LOCAL) -> AlignmentSweep:
+    """Time the sweep layer at every channel count on `device`, with the target's full graph optimisation
+    (attempts seconds apart, like the table's kernels)."""
     widths = list(channels)
     with stage(progress, "alignment sweep", 1, transient=True) as bar:
-        ms = [s.median_ms for s in runtime.time_many([sweep_layer(c) for c in widths], settings, SWEEP_PROTOCOL)]
+        ms = [s.median_ms for s in device.time_many([sweep_layer(c) for c in widths], settings, SWEEP_PROTOCOL, 40,
+                                                    device.host_level(settings),
+                                                    runtime.Patience(SWEEP_PROTOCOL.patience_s))]
         bar.advance(1)
     return AlignmentSweep(tuple(widths), tuple(ms), preferred_channel_multiple(widths, ms))

@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from hwprune import runtime
+from hwprune.device import LOCAL, Device
 from hwprune.errors import ExportError
 from hwprune.targets import RuntimeSettings
 
@@ -28,15 +28,16 @@ class NumericsCheck:
 
 
 def compare_outputs(proto: onnx.ModelProto, model: nn.Module, inputs: list[torch.Tensor],
-                    settings: RuntimeSettings, tolerance: float = TOLERANCE) -> NumericsCheck:
-    """Max |ORT − PyTorch| over `inputs` (each shaped like the export example). Raises when above tolerance."""
-    sess = runtime.session(proto, settings)
-    name = sess.get_inputs()[0].name
+                    settings: RuntimeSettings, tolerance: float = TOLERANCE, device: Device = LOCAL) -> NumericsCheck:
+    """Max |ORT − PyTorch| over `inputs` (each shaped like the export example), ONNX Runtime's run on
+    `device` (this host, or the device behind an agent, with its own providers). Raises when above tolerance."""
+    name = proto.graph.input[0].name
+    payload = proto.SerializeToString()
     worst = 0.0
     with torch.no_grad():
         for x in inputs:
             expected = model.eval()(x).numpy()
-            got = runtime.run(sess, {name: x.numpy().astype(np.float32)})[0]
+            got = device.outputs(payload, settings, {name: x.numpy().astype(np.float32)})[0]
             worst = max(worst, float(np.max(np.abs(expected - got))))
     check = NumericsCheck(worst, len(inputs), tolerance)
     if not check.ok:

@@ -24,9 +24,10 @@ from typing import Any
 import onnx
 import torch
 
-from hwprune import __version__, atomic, export, measure, paths, profiles, provenance, report, runtime, validate
+from hwprune import __version__, atomic, export, measure, paths, profiles, provenance, remote, report, runtime, validate
 from hwprune.config import ProjectConfig
 from hwprune.dense import Dense, build_model, channel_widths, train_dense
+from hwprune.device import LOCAL, Device
 from hwprune.errors import (
     ConfigError,
     DataError,
@@ -63,6 +64,14 @@ class RunOptions:
     cache_dir: Path | None = None  # where trained dense networks are kept (None: no cache)
     optimize: bool = False  # also write ONNX Runtime's offline-optimised model (paths.OPTIMIZED_ONNX)
     storage: str | None = None  # Optuna storage URL for the searches (None: a journal file in the run state)
+    agents: tuple[str, ...] = ()  # device agents to measure through, for every target (else each target's own)
+    agent_token_file: Path | None = None  # the agents' token (None: $HWPRUNE_AGENT_TOKEN)
+    agent_retry_s: float = remote.Retry.give_up_after_s  # how long a run keeps trying an agent that went away
+
+    def device(self, target: Target) -> Device:
+        """Where the target's latencies are measured: through its agents (these options', else the target
+        file's), reached now, before anything is trained; else this host."""
+        return remote.open_device(self.agents or target.agents, self.agent_token_file, self.agent_retry_s)
 
     def train_dense(self, config: ProjectConfig, target: Target, progress: Progress,
                     state: RunState | None = None) -> Dense:
@@ -88,23 +97,28 @@ def choose_channel_multiple(target: Target, profile: profiles.DeviceProfile, pro
     """The step the search takes in channels: the target's, else the profile's (measured by an alignment
     sweep the first time a profile is used on its device, or stated by an analytic profile), else 8."""
     if profile.measured_here and profile.alignment_sweep is None:
-        profile.alignment_sweep = measure.alignment_sweep(profile.settings, progress=progress).to_json()
+        profile.alignment_sweep = measure.alignment_sweep(profile.settings, progress=progress,
+                                                          device=profile.device).to_json()
         profile.save()
     return target.channel_multiple or profile.preferred_channel_multiple or 8
 
 
 def latency_predictor(dense: Dense, dense_proto: onnx.ModelProto, config: ProjectConfig, target: Target,
-                      profiles_dir: Path, progress: Progress = NullProgress()) -> tuple[LatencyPredictor, int]:
+                      profiles_dir: Path, progress: Progress = NullProgress(), device: Device = LOCAL
+                      ) -> tuple[LatencyPredictor, int]:
     """The target's latency predictor for the trained architecture (its profile opened or created, and
-    calibrated where this host is the device), and the channel multiple the search steps by."""
+    calibrated where `device`, this host or an agent's, is the target's device), and the channel multiple
+    the search steps by."""
     template = build_template(dense.model, dense.example, dense_proto, dense.widths, config.model.ignore)
-    profile = profiles.open_profile(target.profile, target.runtime_settings(), profiles_dir, target.arch)
+    profile = profiles.open_profile(target.profile, target.runtime_settings(), profiles_dir, target.arch,
+                                    device=device)
     if profile.analytic is not None:
         log.warning("target '%s' rests on an analytic profile (a roofline from published specs, never measured): "
                     "every latency in this run is a prediction; run `hwprune profile --target %s` on the device "
                     "to measure it", target.name, target.name)
     elif not profile.measured_here:
-        log.warning("%s is not measured on this host: latencies are predicted, not measured", profile.describe())
+        log.warning("%s is not measured on %s: latencies are predicted, not measured", profile.describe(),
+                    device.label)
     channel_multiple = choose_channel_multiple(target, profile, progress)
     predictor = LatencyPredictor(template, profile, KERNEL_PROTOCOL, progress)
     predictor.calibrate(dense.widths, channel_multiple, derive_seed(config.seed, "calibration"))
@@ -151,17 +165,19 @@ def study_places(options: RunOptions, state: RunState, target: Target) -> Callab
 
 def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress = NullProgress(),
         dense: Dense | None = None, dense_seconds: float = 0.0, state: RunState | None = None,
-        studies: Callable[[int], StudyPlace] | None = None) -> RunResult:
+        studies: Callable[[int], StudyPlace] | None = None, device: Device | None = None) -> RunResult:
     """The whole job for one target, ending with its run folder finished (model.onnx, report.json,
     report.md, the state marked finished). `dense` reuses a dense stage already trained (`dense_seconds`
     ago, counted in this target's timings); `state` is a run state `open_state` opened (else it is opened
     here, and let go when the run ends). Every finished stage is saved in it, so the same call after a kill
-    continues where it stopped. Raises HwpruneError subclasses for anything the user can fix."""
+    continues where it stopped. `device` is where latencies are measured (`RunOptions.device`, reached
+    before anything is trained when not given). Raises HwpruneError subclasses for anything the user can fix."""
+    device = device or options.device(target)
     own_state = state is None
     state = state or open_state(config, target, options)
     try:
         result = _run(config, target, options, progress, dense, dense_seconds, state,
-                      studies or study_places(options, state, target))
+                      studies or study_places(options, state, target), device)
         report.write(result, paths.RunFolder(options.out_dir))
         state.finish()
         return result
@@ -171,7 +187,7 @@ def run(config: ProjectConfig, target: Target, options: RunOptions, progress: Pr
 
 
 def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: Progress, dense: Dense | None,
-         dense_seconds: float, state: RunState, studies: Callable[[int], StudyPlace]) -> RunResult:
+         dense_seconds: float, state: RunState, studies: Callable[[int], StudyPlace], device: Device) -> RunResult:
     timings: dict[str, float] = {}
     clock = time.perf_counter() - dense_seconds
     torch.set_num_threads(config.train.threads)
@@ -180,14 +196,15 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
 
     t0 = time.perf_counter()
     dense_proto = export.export(dense.model, dense.example)
-    predictor, channel_multiple = latency_predictor(dense, dense_proto, config, target, options.profiles_dir, progress)
+    predictor, channel_multiple = latency_predictor(dense, dense_proto, config, target, options.profiles_dir, progress,
+                                                    device)
     host_is_device = predictor.profile.measured_here
     dense_predicted = predictor(dense.widths)
     if host_is_device:
         planning = target.budget.resolve(
-            runtime.time_side_by_side([dense_proto], target.runtime_settings(), WHOLE_MODEL_PROTOCOL,
-                                      sentinel=predictor.sentinel)[0].median_ms,
-            "measured on this host")
+            device.time_side_by_side([dense_proto], target.runtime_settings(), WHOLE_MODEL_PROTOCOL,
+                                     predictor.sentinel)[0].median_ms,
+            f"measured on {device.label}")
     else:
         planning = target.budget.resolve(dense_predicted, f"predicted from profile '{predictor.profile.id}'")
     timings["latency_table_s"] = time.perf_counter() - t0
@@ -208,14 +225,14 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
     pruned = ModelSummary(accuracy(ticket.model, dense.data[2]), latencies.pruned_ms, latencies.source,
                           predictor(ticket.masks.widths()), *graph.count_macs_params(ticket.model, dense.example),
                           latencies.pruned_p90_ms, ticket.masks.widths(), latencies.pruned_timing)
-    numerics = _numerics(latencies.proto, ticket.model, dense, target)
+    numerics = _numerics(latencies.proto, ticket.model, dense, target, device)
     folder = paths.RunFolder(options.out_dir)
     shipped = export.with_metadata(latencies.proto, _metadata(target, latencies.budget, dense_summary, pruned,
                                                               predictor))
     atomic.write_bytes(folder.model_onnx, shipped.SerializeToString())
     optimized = None
     if options.optimize:
-        level = validate.write_optimized(shipped, target, host_is_device, folder.optimized_onnx)
+        level = validate.write_optimized(shipped, target, host_is_device, folder.optimized_onnx, device)
         optimized = {"file": folder.optimized_onnx.name, "graph_optimization": level}
     timings["total_s"] = time.perf_counter() - clock
     return RunResult(
@@ -247,16 +264,17 @@ def _final_latencies(imp: Imp, dense_proto: onnx.ModelProto, target: Target, hos
                       planning)
 
 
-def _numerics(proto: onnx.ModelProto, model: torch.nn.Module, dense: Dense, target: Target) -> dict[str, Any]:
+def _numerics(proto: onnx.ModelProto, model: torch.nn.Module, dense: Dense, target: Target, device: Device
+              ) -> dict[str, Any]:
     """ONNX Runtime against PyTorch on test inputs (random ones at a batch other than 1), on the target's
-    providers this host has."""
+    providers the device (this host, or the agent's) has."""
     test_set = dense.data[2]
     samples = ([test_set[i][0].unsqueeze(0) for i in range(min(16, len(test_set)))] if dense.example.shape[0] == 1
                else [torch.rand(dense.example.shape)])
-    settings = runtime.runnable_here(target.runtime_settings())
-    check = compare_outputs(proto, model, samples, settings)
+    settings = runtime.runnable_here(target.runtime_settings(), device)
+    check = compare_outputs(proto, model, samples, settings, device=device)
     return {"max_abs_diff": check.max_abs_diff, "samples": check.samples, "tolerance": check.tolerance,
-            "providers": list(settings.providers)}
+            "providers": list(settings.providers), "run_on": device.label}
 
 
 def _profile_summary(predictor: LatencyPredictor) -> dict[str, Any]:
@@ -268,7 +286,10 @@ def _profile_summary(predictor: LatencyPredictor) -> dict[str, Any]:
             # how sure the timing-based choices are: the sweep's rounding cost per channel multiple (the choice
             # is the largest within the limit) and how often the host ran in a slow phase while measuring
             "alignment_rounding_cost": (profile.alignment_sweep or {}).get("rounding_cost"),
-            "host_slow_share": predictor.sentinel.slow_share if profile.measured_here else None}
+            "host_slow_share": predictor.sentinel.slow_share if profile.measured_here else None,
+            # where this run measured: this host, or the device behind its agent(s)
+            "measured_on": profile.device.label if profile.measured_here else None,
+            "agents": list(profile.device.agents), "device": profile.device.details()}
 
 
 def _breakdown(predictor: LatencyPredictor, dense_widths: dict[str, int], widths: dict[str, int]) -> dict[str, Any]:
@@ -343,7 +364,8 @@ def _run_targets(config: ProjectConfig, targets: list[Target], options: RunOptio
     for t in targets_to_run:
         states[t.name] = open_state(config, t, dataclasses.replace(options, out_dir=out_dirs[t.name]))
     studies = {t.name: study_places(options, states[t.name], t) for t in targets_to_run}  # bad --storage: now
-    unusable = {t.name: problem for t in targets_to_run if (problem := profile_problem(t, options))}
+    devices: dict[str, Device] = {}
+    unusable = {t.name: problem for t in targets_to_run if (problem := profile_problem(t, options, devices))}
     dense: Dense | None = None
     for target in targets:
         target_options = dataclasses.replace(options, out_dir=out_dirs[target.name])
@@ -363,7 +385,7 @@ def _run_targets(config: ProjectConfig, targets: list[Target], options: RunOptio
                 dense = options.train_dense(config, target, progress, states[targets_to_run[0].name])
                 dense_seconds = time.perf_counter() - start
             result = run(config, target, target_options, progress, dense, dense_seconds, states[target.name],
-                         studies[target.name])
+                         studies[target.name], devices[target.name])
             yield TargetOutcome(target, target_options.out_dir, result, None, report.to_json(result))
         except (ConfigError, DataError, ModelError, PruningError):
             raise
@@ -380,14 +402,18 @@ def _earlier_report(out_dir: Path) -> dict[str, Any]:
                           hint="pass --force to run the target again, or restore the file") from None
 
 
-def profile_problem(target: Target, options: RunOptions) -> ProfileError | None:
-    """A target's profile that cannot be used (bad schema, measured where ONNX Runtime builds other graphs,
-    other runtime settings, a device this host cannot measure), found before the dense training."""
+def profile_problem(target: Target, options: RunOptions, devices: dict[str, Device]) -> ProfileError | None:
+    """A target's device or profile that cannot be used (an agent unreachable or refusing the token, bad
+    schema, measured where ONNX Runtime builds other graphs or on another device than the agent's, other
+    runtime settings, a device this host cannot measure), found before the dense training. The device
+    reached goes into `devices[target.name]`."""
     logger = logging.getLogger(profiles.__name__)
     level = logger.level
     logger.setLevel(logging.ERROR)  # its warnings come when the run opens the profile for real
     try:
-        profiles.open_profile(target.profile, target.runtime_settings(), options.profiles_dir, target.arch)
+        devices[target.name] = options.device(target)
+        profiles.open_profile(target.profile, target.runtime_settings(), options.profiles_dir, target.arch,
+                              device=devices[target.name])
     except ProfileError as exc:
         return exc
     finally:
@@ -424,32 +450,36 @@ class ProfileResult:
 
 
 def profile_target(config: ProjectConfig, target: Target, profiles_dir: Path, networks: int,
-                   progress: Progress = NullProgress()) -> ProfileResult:
-    """`hwprune profile`: measure the target's table for the configured model's search space on this host."""
-    cannot = profiles.device_mismatches(target.arch, target.providers, None)
+                   progress: Progress = NullProgress(), device: Device = LOCAL) -> ProfileResult:
+    """`hwprune profile`: measure the target's table for the configured model's search space on `device`
+    (this host, or the device behind an agent)."""
+    cannot = profiles.device_mismatches(target.arch, target.providers, None, device)
     if cannot:
-        raise ProfileError(f"this host cannot measure the target '{target.name}' ({'; '.join(cannot)})",
-                           hint=f"run `hwprune profile --target {target.name}` on the device and copy "
+        raise ProfileError(f"{device.label} cannot measure the target '{target.name}' ({'; '.join(cannot)})",
+                           hint=f"measure through the device's agent (--agent URL), or run `hwprune profile --target "
+                                f"{target.name}` on the device and copy "
                                 f"{paths.profile_file(profiles_dir, target.profile)} here")
     path = paths.profile_file(profiles_dir, target.profile)
     replaced = None
     if path.exists():
         existing = profiles.DeviceProfile.load(path)
+        existing.device = device
         if existing.analytic is not None:
             replaced = paths.replaced_analytic(path)
             if replaced.exists():
                 raise OutputError(f"{replaced} already exists", hint="move it away; it would be overwritten")
             path.replace(replaced)
         elif existing.host_mismatches():
-            raise ProfileError(f"{path} was measured on another host ({'; '.join(existing.host_mismatches())})",
-                               hint="move it away to measure this host into a new profile")
+            raise ProfileError(f"{path} was measured on another device than {device.label} "
+                               f"({'; '.join(existing.host_mismatches())})",
+                               hint="move it away to measure this device into a new profile")
     profiles_dir.mkdir(parents=True, exist_ok=True)
     model, example = build_model(config, target.batch)
     model.eval()
     widths = channel_widths(model, example, config)
     template = build_template(model, example, export.export(model, example), widths, config.model.ignore)
     profile = profiles.open_profile(target.profile, target.runtime_settings(), profiles_dir, target.arch,
-                                    builtin_analytic=False)  # measured here, never the built-in roofline
+                                    builtin_analytic=False, device=device)  # measured, never the built-in roofline
     channel_multiple = choose_channel_multiple(target, profile, progress)
     predictor = LatencyPredictor(template, profile, KERNEL_PROTOCOL, progress)
     build = measure.build_table(predictor, widths, channel_multiple, config.search.max_prune_rate, networks,

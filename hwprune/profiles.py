@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import math
-import platform
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -24,6 +23,7 @@ import numpy as np
 
 from hwprune import atomic, paths, runtime
 from hwprune.analytic import AnalyticSpec
+from hwprune.device import LOCAL, Device
 from hwprune.errors import ProfileError
 from hwprune.onnxgraph import Kernel
 from hwprune.provenance import HostFingerprint
@@ -77,6 +77,7 @@ class DeviceProfile:
         self.path = path
         self.analytic = analytic
         self.alignment_sweep = alignment_sweep  # the measured channel sweep (measure.AlignmentSweep.to_json())
+        self.device: Device = LOCAL  # where this run measures (set by `open_profile`; not part of the file)
 
     @property
     def preferred_channel_multiple(self) -> int | None:
@@ -87,17 +88,18 @@ class DeviceProfile:
 
     # -- identity ------------------------------------------------------------------------------------------
     def host_mismatches(self) -> list[str]:
-        """Why this host is not the host the table was measured on (empty when it is)."""
-        reasons = self.fingerprint.differences(HostFingerprint.current())
-        if self.ort_version != runtime.version():
-            reasons.append(f"onnxruntime: {self.ort_version!r} vs {runtime.version()!r}")
+        """Why the run's device (this host, or its agent's) is not the one the table was measured on (empty
+        when it is)."""
+        reasons = self.fingerprint.differences(self.device.fingerprint())
+        if self.ort_version != self.device.ort_version():
+            reasons.append(f"onnxruntime: {self.ort_version!r} vs {self.device.ort_version()!r}")
         return reasons
 
     def graph_mismatches(self) -> list[str]:
-        """Why this host's ONNX Runtime would build other graphs than the profile's device (empty if none)."""
-        reasons = self.fingerprint.differences(HostFingerprint.current(), ("arch", "isa"))
-        if self.ort_version != runtime.version():
-            reasons.append(f"onnxruntime: {self.ort_version!r} vs {runtime.version()!r}")
+        """Why the run's device's ONNX Runtime would build other graphs than the profile's (empty if none)."""
+        reasons = self.fingerprint.differences(self.device.fingerprint(), ("arch", "isa"))
+        if self.ort_version != self.device.ort_version():
+            reasons.append(f"onnxruntime: {self.ort_version!r} vs {self.device.ort_version()!r}")
         return reasons
 
     @property
@@ -106,8 +108,9 @@ class DeviceProfile:
 
     @property
     def measured_here(self) -> bool:
-        """This host is the profile's device: its latencies are measured here (see `device_mismatches`)."""
-        return not device_mismatches(self.fingerprint.arch, self.settings.providers, self)
+        """The run's device (this host, or the device behind its agent) is the profile's: its latencies are
+        measured in this run (see `device_mismatches`)."""
+        return not device_mismatches(self.fingerprint.arch, self.settings.providers, self, self.device)
 
     def describe(self) -> str:
         return (f"profile '{self.id}' ({self.provenance.get('kind')} on {self.provenance.get('host')}, "
@@ -118,7 +121,7 @@ class DeviceProfile:
         return {
             "schema": PROFILE_SCHEMA,
             "id": self.id,
-            "device": asdict(self.fingerprint),
+            "device": {k: v for k, v in asdict(self.fingerprint).items() if k != "gpu" or v},  # no GPU: as before
             "runtime": {"onnxruntime": self.ort_version, **asdict(self.settings)},
             "provenance": self.provenance,
             "protocol": self.protocol,
@@ -191,7 +194,8 @@ class DeviceProfile:
         field = _FieldCheck(path)  # every value's type and range, so a hand-edited file fails here, not later
         fingerprint = HostFingerprint(field.text(device, "cpu", "device."), field.text(device, "arch", "device."),
                                       tuple(field.texts(device, "isa", "device.")),
-                                      field.integer(device, "cores", "device.", minimum=1))
+                                      field.integer(device, "cores", "device.", minimum=1),
+                                      field.text(device, "gpu", "device.") if "gpu" in device else "")
         providers = field.texts(rt, "providers", "runtime.")
         if not providers:
             raise ProfileError(f"{path}: field 'runtime.providers' is empty", hint="re-measure the profile")
@@ -315,38 +319,46 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def new_host_profile(profile_id: str, settings: RuntimeSettings, protocol: TimingProtocol, path: Path
-                     ) -> DeviceProfile:
-    """An empty measured profile for this host, its call overhead measured."""
+def new_host_profile(profile_id: str, settings: RuntimeSettings, protocol: TimingProtocol, path: Path,
+                     device: Device = LOCAL) -> DeviceProfile:
+    """An empty measured profile for `device` (this host, or the device behind an agent), its call overhead
+    measured there."""
     profile = DeviceProfile(
-        profile_id, HostFingerprint.current(), settings, runtime.version(),
-        provenance={"kind": "measured", "host": socket.gethostname(), "created": _now(),
+        profile_id, device.fingerprint(), settings, device.ort_version(),
+        provenance={"kind": "measured", "host": socket.gethostname() if not device.agents else device.label,
+                    "created": _now(), **({"through": device.label, "device": device.details()}
+                                          if device.agents else {}),
                     "method": "each node of ONNX Runtime's optimised graph timed alone (optimisation off, "
                               "IOBinding), attempts seconds apart and bracketed by host-state readings (attempts "
                               "in a slow phase taken again), the median of an attempt's fastest fifth of calls, "
                               "the lowest quiet one kept, minus the call overhead; calibrated on whole networks "
                               "timed the same way"},
         protocol=protocol.to_json(), path=path)
+    profile.device = device
     # no waiting for a quiet phase here: a run replaces it by its sentinel's quietest reading (LatencyPredictor)
-    profile.overhead_ms = runtime.time_model(runtime.null_model(), runtime.as_built(settings),
-                                             replace(protocol, patience_s=0.0)).median_ms
+    profile.overhead_ms = device.time_side_by_side([runtime.null_model_bytes()], runtime.as_built(settings),
+                                                   replace(protocol, patience_s=0.0))[0].median_ms
     return profile
 
 
-def device_mismatches(arch: str, providers: tuple[str, ...], profile: DeviceProfile | None) -> list[str]:
-    """Why this host is not the device of a target with architecture `arch` (empty: any), execution
-    `providers` and `profile` (None: none yet); empty when it is, and then its latencies are measured here.
+def device_mismatches(arch: str, providers: tuple[str, ...], profile: DeviceProfile | None,
+                      device: Device = LOCAL) -> list[str]:
+    """Why `device` (this host, or the device behind an agent) is not the device of a target with
+    architecture `arch` (empty: any), execution `providers` and `profile` (None: none yet); empty when it
+    is, and then its latencies are measured there.
 
-    The one definition of "this host is the target's device", used by runs, `hwprune validate`, `hwprune
-    profile` and the table: the architecture and providers are this host's, and the profile, if any, was
-    measured on this host (CPU fingerprint and onnxruntime version). An analytic profile never is; a
-    target without a profile yet is, when a first measurement here could create one.
+    The one definition of "the run's device is the target's", used by runs, `hwprune validate`, `hwprune
+    profile` and the table: the architecture and providers are the device's, and the profile, if any, was
+    measured on it (CPU and GPU fingerprint and onnxruntime version). An analytic profile never is; a
+    target without a profile yet is, when a first measurement there could create one.
     """
     reasons = []
-    if arch and arch != platform.machine():
-        reasons.append(f"arch: {arch!r} vs this host's {platform.machine()!r}")
-    available = runtime.available_providers()
-    reasons += [f"execution provider {p} is not available here" for p in providers if p not in available]
+    device_arch = device.fingerprint().arch
+    if arch and arch != device_arch:
+        reasons.append(f"arch: {arch!r} vs {device.label}'s {device_arch!r}")
+    available = device.providers()
+    reasons += [f"execution provider {p} is not available on {device.label}" for p in providers
+                if p not in available]
     if profile is not None:
         if profile.kind != "measured":
             reasons.append(f"profile '{profile.id}' is {profile.kind}, not measured")
@@ -355,15 +367,17 @@ def device_mismatches(arch: str, providers: tuple[str, ...], profile: DeviceProf
     return reasons
 
 
-def host_is_device(target: Target, profile: DeviceProfile | None) -> bool:
+def host_is_device(target: Target, profile: DeviceProfile | None, device: Device = LOCAL) -> bool:
     """See `device_mismatches`."""
-    return not device_mismatches(target.arch, target.providers, profile)
+    return not device_mismatches(target.arch, target.providers, profile, device)
 
 
 def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path, target_arch: str,
-                 protocol: TimingProtocol = runtime.KERNEL_PROTOCOL, builtin_analytic: bool = True) -> DeviceProfile:
+                 protocol: TimingProtocol = runtime.KERNEL_PROTOCOL, builtin_analytic: bool = True,
+                 device: Device = LOCAL) -> DeviceProfile:
     """Load `profiles_dir/<id>.json` (else, with `builtin_analytic`, the analytic profile shipped with
-    hwprune); create it for this host when absent and the host can be the device."""
+    hwprune); create it for `device` (this host, or an agent's device) when absent and it can be the device.
+    Through an agent, a measured profile of another device is refused: one table never mixes two devices."""
     path = paths.profile_file(profiles_dir, profile_id)
     builtin = paths.builtin_profile(profile_id)
     if (builtin_analytic and not path.exists() and builtin.exists()
@@ -371,9 +385,14 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
         path = builtin
     if path.exists():
         profile = DeviceProfile.load(path)
+        profile.device = device
         if profile.settings != settings:
             raise ProfileError(f"{path}: measured with {profile.settings.describe()}, the target asks for "
                                f"{settings.describe()}", hint="use a profile id per runtime setting in the target")
+        if profile.kind == "measured" and device.agents and profile.host_mismatches():
+            raise ProfileError(f"{path} was measured on another device than {device.label} "
+                               f"({'; '.join(profile.host_mismatches())}): refusing to mix two devices in one table",
+                               hint="give the target another profile id for this device, or move the file away")
         if profile.kind == "measured":
             graph_differs = profile.graph_mismatches()
             if graph_differs:
@@ -387,18 +406,21 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
                 log.warning("profile %s was measured on another host (%s); latencies are predicted, not measured "
                             "here", path, "; ".join(mismatches))
         return profile
-    cannot = device_mismatches(target_arch, settings.providers, None)
+    cannot = device_mismatches(target_arch, settings.providers, None, device)
     if cannot:
-        raise ProfileError(f"no profile {path} for this target, and this host cannot measure one "
-                           f"({'; '.join(cannot)})", hint="run `hwprune profile` on the device and copy the file here")
-    return new_host_profile(profile_id, settings, protocol, path)
+        raise ProfileError(f"no profile {path} for this target, and {device.label} cannot measure one "
+                           f"({'; '.join(cannot)})",
+                           hint="measure through the device's agent (--agent URL), or run `hwprune profile` on the "
+                                "device and copy the file here")
+    return new_host_profile(profile_id, settings, protocol, path, device)
 
 
 def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol: TimingProtocol,
                     on_measured: Callable[[int, int], None] | None = None,
-                    sentinel: runtime.Sentinel | None = None, patience: runtime.Patience | None = None) -> int:
-    """Measure every kernel the table lacks (on this host only) and save the profile. Returns how many.
-    `on_measured(k, total)` is called after each chunk of k kernels; `sentinel` carries the host's quiet
+                    sentinel: runtime.HostLevel | None = None, patience: runtime.Patience | None = None) -> int:
+    """Measure every kernel the table lacks (on its device only: this host or an agent's) and save the
+    profile after every chunk, so a run that fails midway keeps what it measured. Returns how many.
+    `on_measured(k, total)` is called after each chunk of k kernels; `sentinel` carries the device's quiet
     level from earlier measurements of the run (see `runtime.Sentinel`), `patience` the run's allowance for
     waiting out slow phases (see `runtime.Patience`; default: the protocol's, once for this call)."""
     todo = list({k.signature: k for k in kernels if k.signature not in profile.entries}.values())
@@ -407,20 +429,22 @@ def measure_missing(profile: DeviceProfile, kernels: Iterable[Kernel], protocol:
     if not profile.measured_here:
         reasons = "; ".join(profile.host_mismatches()) or f"provenance is {profile.provenance.get('kind')}"
         raise ProfileError(f"profile '{profile.id}' has no entry for {todo[0].op} ({len(todo)} kernels missing) "
-                           f"and this host cannot measure it ({reasons})",
+                           f"and {profile.device.label} cannot measure it ({reasons})",
                            hint="run `hwprune profile` on the target device to extend the table")
     chunk = 40
+    device, settings = profile.device, runtime.as_built(profile.settings)
+    level = sentinel or device.host_level(settings)
     patience = patience or runtime.Patience(protocol.patience_s)
-    for start in range(0, len(todo), chunk):
-        batch = todo[start:start + chunk]
-        timed = runtime.time_many([k.build() for k in batch], runtime.as_built(profile.settings), protocol, chunk,
-                                  sentinel, patience)
+    step = chunk * device.parallelism  # a shelf of agents times one chunk on each device at once
+    for start in range(0, len(todo), step):
+        batch = todo[start:start + step]
+        timed = device.time_many([k.build() for k in batch], settings, protocol, chunk, level, patience)
         for kernel, stats in zip(batch, timed, strict=True):
             profile.entries[kernel.signature] = Entry(stats.median_ms, stats.p90_ms, stats.spread, stats.n, kernel.op,
                                                       stats.host_call_ms, stats.host_compute_ms)
+        profile.save()
         if on_measured:
             on_measured(len(batch), len(todo))
-    profile.save()
     return len(todo)
 
 

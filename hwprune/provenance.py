@@ -5,10 +5,13 @@ are read from the installed distributions), so reports, benchmarks and the devic
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
+import shutil
 import socket
+import subprocess
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +35,7 @@ class HostFingerprint:
     arch: str
     isa: tuple[str, ...]
     cores: int
+    gpu: str = ""  # the GPU a CUDA or TensorRT target runs on ("" : none found)
 
     @classmethod
     def current(cls) -> HostFingerprint:
@@ -46,12 +50,48 @@ class HostFingerprint:
                     flags = set(value.split())
         except OSError:
             pass
-        return cls(cpu, platform.machine(), tuple(f for f in _ISA_FLAGS if f in flags), os.cpu_count() or 1)
+        return cls(cpu, platform.machine(), tuple(f for f in _ISA_FLAGS if f in flags), os.cpu_count() or 1,
+                   gpu()[0])
 
-    def differences(self, other: HostFingerprint, keys: tuple[str, ...] = ("cpu", "arch", "isa", "cores")
+    def differences(self, other: HostFingerprint, keys: tuple[str, ...] = ("cpu", "arch", "isa", "cores", "gpu")
                     ) -> list[str]:
         return [f"{k}: {a!r} vs {b!r}" for k, a, b in
                 ((k, getattr(self, k), getattr(other, k)) for k in keys) if a != b]
+
+
+def read_text(path: str) -> str:
+    """A small system file's text ("" when unreadable), e.g. /proc/device-tree/model."""
+    try:
+        return Path(path).read_text(errors="replace").strip().strip("\x00")
+    except OSError:
+        return ""
+
+
+def nvidia_smi(query: str) -> list[str]:
+    """One line per GPU from `nvidia-smi --query-gpu=QUERY` (fixed arguments, no shell); none without one."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"], capture_output=True,
+                             text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+@functools.lru_cache(maxsize=1)
+def gpu() -> tuple[str, str]:
+    """(name, driver) of this machine's first NVIDIA GPU, a Jetson's board and L4T release, or ("", "").
+    Read once per process: fingerprints are compared often and nvidia-smi takes a while."""
+    found = nvidia_smi("name,driver_version")
+    if found:
+        name, _, driver = found[0].partition(",")
+        return name.strip(), driver.strip()
+    board = read_text("/proc/device-tree/model")
+    if "jetson" in board.lower():
+        return board, (read_text("/etc/nv_tegra_release").splitlines() or [""])[0]
+    return "", ""
 
 
 def host() -> dict[str, Any]:

@@ -151,6 +151,19 @@ def to_json(result: RunResult) -> dict[str, Any]:
     }
 
 
+
+def _measured_where(report: dict[str, Any]) -> str:
+    """Where `measured` latencies were timed, in words: the device behind the run's agent(s), or the host."""
+    prof, host = report["profile"], report["host"]
+    if prof.get("agents"):
+        device = prof.get("device") or {}
+        what = ", ".join(md_text(str(device[k])) for k in ("board", "gpu", "onnxruntime") if device.get(k))
+        return (f"on the device through agent {md_code(', '.join(prof['agents']))} ({what}; ONNX Runtime there), "
+                f"trained and searched on host {md_code(host['hostname'])}")
+    return (f"ONNX Runtime {md_text(report['versions']['onnxruntime'])} on host {md_code(host['hostname'])} "
+            f"({md_text(host['cpu'])})")
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     d, p = report["dense"], report["pruned"]
 
@@ -206,8 +219,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "## Provenance",
         "",
-        f"- Latency `measured` = ONNX Runtime {md_text(report['versions']['onnxruntime'])} on host "
-        f"{md_code(report['host']['hostname'])} ({md_text(report['host']['cpu'])}), "
+        f"- Latency `measured` = {_measured_where(report)}, "
         f"{md_text('/'.join(report['target_settings']['providers']))}, "
         f"{report['target_settings']['intra_op_threads']} thread(s), "
         "single calls timed after warm-up in interleaved blocks; the latency is the median of the fastest fifth "

@@ -6,12 +6,12 @@ ONNX Runtime itself enters through `hwprune.timing` only.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import replace
 
 import onnx
 from onnx import helper
 
+from hwprune.device import LOCAL, Device
 from hwprune.targets import RuntimeSettings
 from hwprune.timing import (  # noqa: F401  (the timing protocol, used as runtime.X throughout)
     CALIBRATION_PROTOCOL,
@@ -23,6 +23,7 @@ from hwprune.timing import (  # noqa: F401  (the timing protocol, used as runtim
     SENTINEL_PROTOCOL,
     SLOW_PHASE_ABOVE,
     WHOLE_MODEL_PROTOCOL,
+    HostLevel,
     HostReading,
     LatencyStats,
     Patience,
@@ -43,13 +44,12 @@ from hwprune.timing import (  # noqa: F401  (the timing protocol, used as runtim
 )
 
 
-def optimized_graph(model: onnx.ModelProto, settings: RuntimeSettings
+def optimized_graph(model: onnx.ModelProto, settings: RuntimeSettings, device: Device = LOCAL
                     ) -> tuple[onnx.ModelProto, dict[str, tuple[list[int], int]]]:
-    """The graph ONNX Runtime executes for `model` under `settings` (its fusions, NCHWc layouts, channel
-    padding, layout reorders), with the shape and element type of every tensor, found by running it once."""
-    with tempfile.TemporaryDirectory() as tmp:
-        session(model, settings, save_optimized=f"{tmp}/optimized.onnx")
-        optimized = onnx.load(f"{tmp}/optimized.onnx")
+    """The graph ONNX Runtime executes for `model` under `settings` on `device` (its fusions, NCHWc layouts,
+    channel padding, layout reorders), with the shape and element type of every tensor, found by running it
+    once there."""
+    optimized = onnx.load_from_string(device.optimized_model(model, settings))
     probe = onnx.ModelProto()
     probe.CopyFrom(optimized)
     outputs = {o.name for o in probe.graph.output}
@@ -58,16 +58,14 @@ def optimized_graph(model: onnx.ModelProto, settings: RuntimeSettings
             if name and name not in outputs:
                 probe.graph.output.append(helper.make_empty_tensor_value_info(name))
                 outputs.add(name)
-    sess = session(probe, as_built(settings))
-    feeds = random_inputs(sess)
-    values = dict(zip((o.name for o in sess.get_outputs()), sess.run(None, feeds), strict=True)) | feeds
-    shapes = {name: (list(v.shape), helper.np_dtype_to_tensor_dtype(v.dtype)) for name, v in values.items()}
+    types = device.tensor_types(probe, as_built(settings))
+    shapes = {name: (shape, helper.np_dtype_to_tensor_dtype(dtype)) for name, (shape, dtype) in types.items()}
     return optimized, shapes
 
 
-def runnable_here(settings: RuntimeSettings) -> RuntimeSettings:
-    """The target's providers this host has (for numerical checks), else ONNX Runtime's CPU provider."""
-    here = tuple(p for p in settings.providers if p in available_providers())
+def runnable_here(settings: RuntimeSettings, device: Device = LOCAL) -> RuntimeSettings:
+    """The target's providers `device` has (for numerical checks), else ONNX Runtime's CPU provider."""
+    here = tuple(p for p in settings.providers if p in device.providers())
     return replace(settings, providers=here or ("CPUExecutionProvider",))
 
 

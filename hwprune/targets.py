@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hwprune.errors import ConfigError
 
 TARGET_SCHEMA = 1
 _KEYS = ("schema", "name", "description", "profile", "arch", "providers", "intra_op_threads",
-         "batch", "precision", "graph_optimization", "budget", "channel_multiple")
+         "batch", "precision", "graph_optimization", "budget", "channel_multiple", "agent")
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 # Beyond these a value is a typo: ONNX Runtime's thread count is a C int, a batch is allocated as one tensor.
 _INT_MAX = {"intra_op_threads": 4096, "batch": 65536, "channel_multiple": 4096}
@@ -89,6 +90,7 @@ class Target:
     budget: Budget
     channel_multiple: int | None  # search keeps channel counts at multiples of this; None: the profile's
     source: str = ""  # file it was read from
+    agents: tuple[str, ...] = ()  # device agents that measure it (`agent = "http://pi.local:8707"`, or a list)
 
     def runtime_settings(self) -> RuntimeSettings:
         return RuntimeSettings(self.providers, self.intra_op_threads, self.graph_optimization)
@@ -198,5 +200,19 @@ def parse_target(data: dict[str, Any], path: Path) -> Target:
         intra_op_threads=integer("intra_op_threads", 1), batch=integer("batch", 1), precision=precision,
         graph_optimization=opt, budget=_budget(data["budget"], where),
         channel_multiple=None if data.get("channel_multiple", "auto") == "auto" else integer("channel_multiple", 8),
-        source=where,
+        source=where, agents=agent_urls(data.get("agent", []), where),
     )
+
+
+def agent_urls(value: Any, where: str) -> tuple[str, ...]:
+    """`agent` in a target file (or --agent): one http(s) URL, or a list of them for a shelf of identical
+    devices. Tokens never go in a target file (they come from $HWPRUNE_AGENT_TOKEN or --agent-token-file)."""
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"{where}: agent must be a URL or a list of URLs", hint='e.g. agent = "http://pi.local:8707"')
+    for url in urls:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.username or parsed.password:
+            raise ConfigError(f"{where}: agent {url!r} is not an http(s) URL without credentials",
+                              hint='e.g. agent = "http://pi.local:8707"; the token comes from $HWPRUNE_AGENT_TOKEN')
+    return tuple(u.rstrip("/") for u in urls)

@@ -212,7 +212,30 @@ class HostReading:
         return HostReading(max(self.call_ms, other.call_ms), max(self.compute_ms, other.compute_ms))
 
 
-class Sentinel:
+class HostLevel:
+    """The host's quiet level as far as a run has seen it (see `Sentinel`): judges readings slow or quiet.
+    A sentinel that reads the host itself is one; a device agent's level, sent back with its timings, is
+    another (`hwprune.remote`)."""
+
+    def __init__(self) -> None:
+        self.quiet = HostReading(float("inf"), float("inf"))
+        self.readings = 0
+        self.slow_readings = 0
+
+    def slowdown(self, reading: HostReading) -> float:
+        """How much slower than its quietest the host ran (the larger of the two ratios)."""
+        return max(reading.call_ms / self.quiet.call_ms, reading.compute_ms / self.quiet.compute_ms)
+
+    def is_quiet(self, reading: HostReading) -> bool:
+        return (reading.call_ms <= self.quiet.call_ms * (1 + CALL_SLOW_ABOVE)
+                and reading.compute_ms <= self.quiet.compute_ms * (1 + SLOW_PHASE_ABOVE))
+
+    @property
+    def slow_share(self) -> float:
+        return self.slow_readings / max(1, self.readings)
+
+
+class Sentinel(HostLevel):
     """The host's state, read between measurements: two fixed models timed for a few milliseconds.
 
     A shared or virtual machine runs in slow phases (other tenants, clock and power states) that come and
@@ -224,6 +247,7 @@ class Sentinel:
     quiet level from call to call."""
 
     def __init__(self, settings: RuntimeSettings) -> None:
+        super().__init__()
         built = replace(settings, graph_optimization="disable")  # fixed graphs: run as built
         self._parts = []
         for model in (null_model_bytes(), compute_model_bytes()):
@@ -231,9 +255,6 @@ class Sentinel:
             binding = _bound(sess, random_inputs(sess))
             _one_attempt(sess, binding, TimingProtocol(warmup=50, min_repeats=0, min_time_s=0))
             self._parts.append((sess, binding))
-        self.quiet = HostReading(float("inf"), float("inf"))
-        self.readings = 0
-        self.slow_readings = 0
 
     def read(self) -> HostReading:
         call, compute = (float(np.median(_one_attempt(s, b, SENTINEL_PROTOCOL))) for s, b in self._parts)
@@ -253,18 +274,6 @@ class Sentinel:
             reading = self.read()
             patience.seconds -= time.monotonic() - started
         return reading
-
-    def slowdown(self, reading: HostReading) -> float:
-        """How much slower than its quietest the host ran (the larger of the two ratios)."""
-        return max(reading.call_ms / self.quiet.call_ms, reading.compute_ms / self.quiet.compute_ms)
-
-    def is_quiet(self, reading: HostReading) -> bool:
-        return (reading.call_ms <= self.quiet.call_ms * (1 + CALL_SLOW_ABOVE)
-                and reading.compute_ms <= self.quiet.compute_ms * (1 + SLOW_PHASE_ABOVE))
-
-    @property
-    def slow_share(self) -> float:
-        return self.slow_readings / max(1, self.readings)
 
 
 def time_side_by_side(models: list[Model], settings: RuntimeSettings,

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from hwprune import atomic, export, onnxgraph, profiles, runtime
+from hwprune.device import LOCAL, Device
 from hwprune.errors import ConfigError, ExportError
 from hwprune.latency import LatencyModel
 from hwprune.targets import ResolvedBudget, RuntimeSettings, Target
@@ -26,13 +27,14 @@ def offline_level(host_is_device: bool, settings: RuntimeSettings) -> str:
     return settings.graph_optimization if host_is_device else "basic"
 
 
-def write_optimized(proto: onnx.ModelProto, target: Target, host_is_device: bool, path: Path) -> str:
-    """ONNX Runtime's offline-optimised model for the target, written atomically; returns the level used."""
+def write_optimized(proto: onnx.ModelProto, target: Target, host_is_device: bool, path: Path,
+                    device: Device = LOCAL) -> str:
+    """ONNX Runtime's offline-optimised model for the target, as `device` (this host, or the device behind
+    an agent) builds it, written atomically; returns the level used."""
     settings = target.runtime_settings()
     level = offline_level(host_is_device, settings)
-    with atomic.replacing(path) as tmp:  # ONNX Runtime writes to a name: a fresh one, never a planted link
-        runtime.session(proto, replace(runtime.runnable_here(settings), graph_optimization=level),
-                        save_optimized=str(tmp))
+    runnable = replace(runtime.runnable_here(settings, device), graph_optimization=level)
+    atomic.write_bytes(path, device.optimized_model(proto, runnable))
     return level
 
 
@@ -73,32 +75,34 @@ def load(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def check(path: Path, target: Target, profiles_dir: Path, budget_ms: float | None = None) -> Validation:
-    """Run and time (or predict) the model for `target`; `budget_ms` given replaces the target's budget."""
+def check(path: Path, target: Target, profiles_dir: Path, budget_ms: float | None = None,
+          device: Device = LOCAL) -> Validation:
+    """Run and time (or predict) the model for `target` on `device` (this host, or the device behind an
+    agent); `budget_ms` given replaces the target's budget."""
     proto = load(path)
     metadata = {p.key: p.value for p in proto.metadata_props}
     settings = target.runtime_settings()
-    here = runtime.runnable_here(settings)
+    here = runtime.runnable_here(settings, device)
     try:
-        sess = runtime.session(proto, here)
-        _check_io(sess, path)
-        outputs = runtime.run(sess, runtime.random_inputs(sess))
+        _check_io(runtime.session(proto, runtime.runnable_here(settings)), path)  # what hwprune can feed
+        outputs = device.outputs(proto, here)
     except runtime.ORT_ERRORS as exc:
         raise ExportError(f"{path}: ONNX Runtime cannot run the model ({_first_line(exc)})",
                           hint="the model uses an operator, type or shape this ONNX Runtime does not support") from None
     numeric = [o for o in outputs if isinstance(o, np.ndarray) and o.dtype.kind in "fc"]
     if not all(np.isfinite(o).all() for o in numeric):
         raise ExportError(f"{path}: ONNX Runtime produced non-finite outputs", hint="the model is broken")
-    profile = profiles.open_profile(target.profile, settings, profiles_dir, target.arch)
+    profile = profiles.open_profile(target.profile, settings, profiles_dir, target.arch, device=device)
     try:
-        if profiles.host_is_device(target, profile):
-            stats = runtime.time_model(proto, settings)
+        if profiles.host_is_device(target, profile, device):
+            stats = device.time_side_by_side([proto], settings, runtime.TimingProtocol())[0]
             latency, source = stats.median_ms, "measured"
-            how = (f"measured on this host with ONNX Runtime {runtime.version()}, {'/'.join(settings.providers)}, "
-                   f"{settings.intra_op_threads} thread(s), median of the quietest timing blocks")
+            how = (f"measured on {device.label} with ONNX Runtime {device.ort_version()}, "
+                   f"{'/'.join(settings.providers)}, {settings.intra_op_threads} thread(s), median of the quietest "
+                   "timing blocks")
         else:
             kernels = (onnxgraph.kernels(proto) if profile.analytic is not None
-                       else onnxgraph.runtime_kernels(*runtime.optimized_graph(proto, profile.settings)))
+                       else onnxgraph.runtime_kernels(*runtime.optimized_graph(proto, profile.settings, device)))
             prediction = LatencyModel(profile, architecture_key="").predict(kernels)
             latency, source = prediction.latency_ms, "predicted"
             how = (f"predicted from profile '{profile.id}' ({profile.provenance.get('kind')}): {len(kernels)} "

@@ -23,13 +23,14 @@ LAYERS = {
     "stages": ["hwprune.dense", "hwprune.imp", "hwprune.measure", "hwprune.validate", "hwprune.compare"],
     "engines": ["hwprune.latency", "hwprune.search", "hwprune.train", "hwprune.prune.graph", "hwprune.export",
                 "hwprune.numerics", "hwprune.profiles", "hwprune.analytic", "hwprune.onnxgraph", "hwprune.runtime",
-                "hwprune.timing",
+                "hwprune.timing", "hwprune.device", "hwprune.remote", "hwprune.agent",
                 "hwprune.cache", "hwprune.state", "hwprune.factories", "hwprune.report",
                 "hwprune.data.fashion_mnist", "hwprune.models.example_cnn", "hwprune.models.resnet",
                 "hwprune.models.mobilenet_v2"],
     "foundations": ["hwprune", "hwprune.config", "hwprune.targets", "hwprune.records", "hwprune.progress",
                     "hwprune.prune.masks", "hwprune.faults", "hwprune.atomic", "hwprune.provenance", "hwprune.paths",
-                    "hwprune.errors", "hwprune.models", "hwprune.data", "hwprune.prune"],
+                    "hwprune.errors", "hwprune.models", "hwprune.data", "hwprune.prune", "hwprune.agent_args",
+                    "hwprune.agent_file"],
 }
 RANK = {module: rank for rank, modules in enumerate(reversed(LAYERS.values())) for module in modules}
 # Each heavy library (or the part of one) enters hwprune through exactly one module.
