@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import glob
 import hmac
 import io
 import json
@@ -38,7 +37,7 @@ import numpy as np
 
 from hwprune.agent_args import TOKEN_ENV, add_arguments
 from hwprune.errors import HwpruneError
-from hwprune.provenance import HostFingerprint, gpu, nvidia_smi, read_text
+from hwprune.provenance import HostFingerprint, device_state, gpu, read_text
 from hwprune.timing import (
     ORT_ERRORS,
     Patience,
@@ -92,27 +91,6 @@ def fingerprint() -> Dict[str, Any]:
     return {"cpu": cpu.cpu, "arch": cpu.arch, "isa": list(cpu.isa), "cores": cpu.cores, "gpu": cpu.gpu,
             "gpu_driver": gpu()[1], "board": read_text("/proc/device-tree/model"), "onnxruntime": version(),
             "providers": available_providers(), "python": platform.python_version(), "agent_api": AGENT_API}
-
-
-def device_state() -> Dict[str, Any]:
-    """Temperature and clocks where readable (a Pi throttles when hot, a Jetson's governor moves clocks)."""
-    temps = [int(t) / 1000 for t in (read_text(p) for p in glob.glob("/sys/class/thermal/thermal_zone*/temp"))
-             if t.lstrip("-").isdigit()]
-    cpu_khz = [int(f) for f in (read_text(p) for p in
-                                glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")) if f.isdigit()]
-    devfreq = {Path(p).parent.name: int(f) for p in glob.glob("/sys/class/devfreq/*/cur_freq")
-               for f in [read_text(p)] if f.isdigit()}  # a Jetson's GPU clock
-    state: Dict[str, Any] = {}
-    if temps:
-        state["temperature_c"] = max(temps)
-    if cpu_khz:
-        state["cpu_mhz"] = [min(cpu_khz) / 1000, max(cpu_khz) / 1000]
-    if devfreq:
-        state["devfreq_mhz"] = {k: v / 1e6 for k, v in devfreq.items()}
-    gpus = nvidia_smi("temperature.gpu,clocks.sm,clocks.mem")
-    if gpus:
-        state["gpu_temperature_c,sm_mhz,mem_mhz"] = gpus[0]
-    return state
 
 
 # -- what a request may hold -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hwprune import timing
+from hwprune import provenance, timing
 from hwprune.provenance import HostFingerprint
 from hwprune.timing import HostLevel, LatencyStats, Model, Patience, TimingProtocol
 
@@ -28,6 +28,13 @@ class Device(ABC):
     label: str  # in reports and messages: "this host" or "agent http://pi.local:8707"
     agents: tuple[str, ...] = ()  # the agents' URLs (none: this host)
     parallelism: int = 1  # kernels timed at once (one per agent on a shelf)
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, Any]] = []  # temperature and clocks read around each timing request
+
+    def state_range(self) -> dict[str, list[float]]:
+        """The device's temperature and CPU clock range while this run measured (where readable)."""
+        return provenance.state_range(self.states)
 
     @abstractmethod
     def fingerprint(self) -> HostFingerprint: ...
@@ -73,8 +80,10 @@ class Device(ABC):
 class LocalDevice(Device):
     """This host."""
 
-    def __init__(self) -> None:
+    def __init__(self, record_states: bool = False) -> None:
+        super().__init__()
         self.label = "this host"  # its name and fingerprint are in every report's `host`
+        self.record_states = record_states  # a run's own device records temperature and clocks
 
     def fingerprint(self) -> HostFingerprint:
         return HostFingerprint.current()
@@ -92,10 +101,20 @@ class LocalDevice(Device):
         return timing.Sentinel(settings)
 
     def time_many(self, models, settings, protocol, chunk, level, patience):
-        return timing.time_many(models, settings, protocol, chunk, level, patience)
+        self._record()
+        stats = timing.time_many(models, settings, protocol, chunk, level, patience)
+        self._record()
+        return stats
 
     def time_side_by_side(self, models, settings, protocol, level=None):
-        return timing.time_side_by_side(models, settings, protocol, sentinel=level)
+        self._record()
+        stats = timing.time_side_by_side(models, settings, protocol, sentinel=level)
+        self._record()
+        return stats
+
+    def _record(self) -> None:
+        if self.record_states:
+            self.states.append(provenance.device_state())
 
     def optimized_model(self, model, settings):
         with tempfile.TemporaryDirectory() as tmp:
@@ -114,4 +133,4 @@ class LocalDevice(Device):
         return {name: (list(v.shape), v.dtype) for name, v in values.items()}
 
 
-LOCAL = LocalDevice()
+LOCAL = LocalDevice()  # this host where no run gave its own device (records nothing: no state kept here)

@@ -289,7 +289,8 @@ def _profile_summary(predictor: LatencyPredictor) -> dict[str, Any]:
             "host_slow_share": predictor.sentinel.slow_share if profile.measured_here else None,
             # where this run measured: this host, or the device behind its agent(s)
             "measured_on": profile.device.label if profile.measured_here else None,
-            "agents": list(profile.device.agents), "device": profile.device.details()}
+            "agents": list(profile.device.agents), "device": profile.device.details(),
+            "device_state": profile.device.state_range()}  # temperature and clocks while measuring
 
 
 def _breakdown(predictor: LatencyPredictor, dense_widths: dict[str, int], widths: dict[str, int]) -> dict[str, Any]:

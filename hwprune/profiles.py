@@ -380,6 +380,8 @@ def open_profile(profile_id: str, settings: RuntimeSettings, profiles_dir: Path,
     Through an agent, a measured profile of another device is refused: one table never mixes two devices."""
     path = paths.profile_file(profiles_dir, profile_id)
     builtin = paths.builtin_profile(profile_id)
+    if device.agents and not device_mismatches(target_arch, settings.providers, None, device):
+        builtin_analytic = False  # the device itself answers: measure it rather than use the roofline
     if (builtin_analytic and not path.exists() and builtin.exists()
             and DeviceProfile.load(builtin).analytic is not None):
         path = builtin

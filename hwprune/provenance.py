@@ -6,6 +6,7 @@ are read from the installed distributions), so reports, benchmarks and the devic
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import os
 import platform
@@ -92,6 +93,39 @@ def gpu() -> tuple[str, str]:
     if "jetson" in board.lower():
         return board, (read_text("/etc/nv_tegra_release").splitlines() or [""])[0]
     return "", ""
+
+
+def device_state() -> dict[str, Any]:
+    """Temperature and clocks where readable (a Pi throttles when hot, a Jetson's governor moves clocks)."""
+    temps = [int(t) / 1000 for t in (read_text(p) for p in glob.glob("/sys/class/thermal/thermal_zone*/temp"))
+             if t.lstrip("-").isdigit()]
+    cpu_khz = [int(f) for f in (read_text(p) for p in
+                                glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")) if f.isdigit()]
+    devfreq = {Path(p).parent.name: int(f) for p in glob.glob("/sys/class/devfreq/*/cur_freq")
+               for f in [read_text(p)] if f.isdigit()}  # a Jetson's GPU clock
+    state: dict[str, Any] = {}
+    if temps:
+        state["temperature_c"] = max(temps)
+    if cpu_khz:
+        state["cpu_mhz"] = [min(cpu_khz) / 1000, max(cpu_khz) / 1000]
+    if devfreq:
+        state["devfreq_mhz"] = {k: v / 1e6 for k, v in devfreq.items()}
+    gpus = nvidia_smi("temperature.gpu,clocks.sm,clocks.mem")
+    if gpus:
+        state["gpu_temperature_c,sm_mhz,mem_mhz"] = gpus[0]
+    return state
+
+
+def state_range(states: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """The lowest and highest temperature and CPU clock over the states read while measuring."""
+    temps = [s["temperature_c"] for s in states if "temperature_c" in s]
+    clocks = [c for s in states for c in s.get("cpu_mhz", [])]
+    out = {}
+    if temps:
+        out["temperature_c"] = [min(temps), max(temps)]
+    if clocks:
+        out["cpu_mhz"] = [min(clocks), max(clocks)]
+    return out
 
 
 def host() -> dict[str, Any]:

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from hwprune import agent
-from hwprune.device import LOCAL, Device
+from hwprune import agent, provenance
+from hwprune.device import Device, LocalDevice
 from hwprune.errors import ConfigError, ProfileError
 from hwprune.provenance import HostFingerprint
 from hwprune.timing import HostLevel, HostReading, LatencyStats, Model, Patience, TimingProtocol
@@ -73,7 +73,7 @@ def open_device(urls: tuple[str, ...], token_file: Path | None = None,
     """Where a target is measured: through the agents at `urls` (token from `token_file`, else
     $HWPRUNE_AGENT_TOKEN), reached now; without URLs, this host."""
     if not urls:
-        return LOCAL
+        return LocalDevice(record_states=True)
     if not (math.isfinite(retry_s) and retry_s >= 0):
         raise ConfigError(f"--agent-retry-s must be a finite number of seconds ≥ 0, got {retry_s}")
     return connect(urls, read_token(token_file), Retry(retry_s))
@@ -119,13 +119,13 @@ class AgentDevice(Device):
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ConfigError(f"agent URL {url!r} is not an http(s) address",
                               hint="give e.g. http://pi.local:8707 (the address the agent printed)")
+        super().__init__()
         self.url = url.rstrip("/")
         self.label = f"agent {self.url}"
         self.agents = (self.url,)
         self._token = token
         self._retry = retry
         self._levels: dict[tuple, HostLevel] = {}
-        self.states: list[dict[str, Any]] = []  # the device's state before and after each timing request
         self.info = self._call("/v1/fingerprint", None, connect_s, Retry(connect_s, 0.5, 2.0))
         if self.info.get("agent_api") != agent.AGENT_API:
             raise ProfileError(f"{self.label} speaks agent API {self.info.get('agent_api')!r}, this hwprune "
@@ -194,7 +194,8 @@ class AgentDevice(Device):
         except (KeyError, TypeError, ValueError):
             raise ProfileError(f"{self.label} sent a malformed timing reply",
                                hint="run the agent of this hwprune version on the device") from None
-        self.states.append(reply.get("state", {}))
+        state = reply.get("state", {})
+        self.states += [s for s in (state.get("before"), state.get("after")) if isinstance(s, dict)]
         return reply
 
     def _stats(self, reply: dict[str, Any], count: int) -> list[LatencyStats]:
@@ -261,6 +262,7 @@ class AgentShelf(Device):
     at once; whole networks, side by side, run on the first (their ratios must come from one device)."""
 
     def __init__(self, devices: list[AgentDevice]) -> None:
+        super().__init__()
         self.devices = devices
         self.label = f"{len(devices)} agents ({', '.join(d.url for d in devices)})"
         self.agents = tuple(d.url for d in devices)
@@ -268,6 +270,9 @@ class AgentShelf(Device):
 
     def fingerprint(self) -> HostFingerprint:
         return self.devices[0].fingerprint()
+
+    def state_range(self) -> dict[str, list[float]]:
+        return provenance.state_range([s for d in self.devices for s in d.states])
 
     def details(self) -> dict[str, Any]:
         return {**self.devices[0].details(), "agent": list(self.agents)}

@@ -152,6 +152,16 @@ def to_json(result: RunResult) -> dict[str, Any]:
 
 
 
+def _state_words(state: dict[str, list[float]]) -> str:
+    """Temperature and clock ranges in words (a Pi throttles when hot, a Jetson's governor moves clocks)."""
+    parts = []
+    if "temperature_c" in state:
+        parts.append("temperature {:.0f}-{:.0f} °C".format(*state["temperature_c"]))
+    if "cpu_mhz" in state:
+        parts.append("CPU clock {:.0f}-{:.0f} MHz".format(*state["cpu_mhz"]))
+    return ", ".join(parts)
+
+
 def _measured_where(report: dict[str, Any]) -> str:
     """Where `measured` latencies were timed, in words: the device behind the run's agent(s), or the host."""
     prof, host = report["profile"], report["host"]
@@ -230,6 +240,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         + (f", calibrated on {report['calibration']['networks']} networks" if report.get("calibration") else "") + ".",
         *([f"- Host state while measuring: {prof['host_slow_share']:.0%} of the sentinel's readings found a slow "
            "phase (measurements taken then were taken again)."] if prof.get("host_slow_share") is not None else []),
+        *([f"- Device state while measuring: {_state_words(prof['device_state'])}."] if prof.get("device_state")
+          else []),
         *([f"- Channel multiple {report['target_settings']['channel_multiple']}: rounding widths up to each multiple "
            "costs " + ", ".join(f"{m}: {c:+.1%}" for m, c in prof["alignment_rounding_cost"].items())
            + " (alignment sweep; the largest within +5% is preferred)."] if prof.get("alignment_rounding_cost")

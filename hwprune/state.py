@@ -37,10 +37,13 @@ FORMAT = 1
 
 
 def settings_fingerprint(config: ProjectConfig, target: Target, data_dir: str | None, data_limit: int | None) -> str:
-    """Everything that determines a run's result (threads excluded: they change speed, not results)."""
+    """Everything that determines a run's result (threads excluded: they change speed, not results; so are
+    the agents' addresses: the device behind them is checked against the profile's fingerprint instead)."""
     settings = dataclasses.asdict(config)
     settings["train"].pop("threads")
-    material = {"format": FORMAT, "hwprune": __version__, "config": settings, "target": dataclasses.asdict(target),
+    target_settings = dataclasses.asdict(target)
+    target_settings.pop("agents")
+    material = {"format": FORMAT, "hwprune": __version__, "config": settings, "target": target_settings,
                 "data_dir": data_dir, "data_limit": data_limit, "torch": torch.__version__}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

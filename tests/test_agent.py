@@ -412,3 +412,37 @@ def test_cli_run_and_validate_through_an_agent_report_measured_on_the_device(tmp
     assert checked.returncode in (0, 10), checked.stderr
     verdict = json.loads(checked.stdout)
     assert verdict["latency_source"] == "measured" and f"agent {served.url}" in verdict["how"]
+
+
+def test_the_ci_example_through_agents_names_real_targets_and_options():
+    from hwprune.cli import build_parser
+    from hwprune.targets import available_targets, target_dirs
+    workflow = (ROOT / "examples" / "ci" / "hwprune-agents.yml").read_text()
+    targets = re.findall(r"- target: ([\w.-]+)", workflow)
+    assert targets and set(targets) <= set(available_targets(target_dirs()))
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    run_options = {o for a in commands["run"]._actions for o in a.option_strings}
+    step = workflow.split("measured on the device")[1].split("- name")[0]
+    assert {"--agent", "--target"} <= set(re.findall(r"(--[a-z-]+)", step)) <= run_options
+    assert f"{agent.TOKEN_ENV}: ${{{{ secrets[matrix.agent_token] }}}}" in step
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("http://pi.local:8707/", ("http://pi.local:8707",)),
+    (["http://a:8707", "https://b:8707"], ("http://a:8707", "https://b:8707")),
+])
+def test_a_target_file_names_its_agents(tmp_path, value, expected):
+    from hwprune.targets import parse_target
+    data = {"schema": 1, "name": "pi", "profile": "pi", "providers": ["CPUExecutionProvider"],
+            "budget": {"speedup": 2.0}, "agent": value}
+    assert parse_target(data, tmp_path / "pi.toml").agents == expected
+
+
+@pytest.mark.parametrize("value", ["pi.local:8707", "file:///etc/passwd", "http://user:secret@pi:8707", [1], 7])
+def test_a_target_file_agent_that_is_not_a_plain_http_url_is_refused(tmp_path, value):
+    from hwprune.errors import ConfigError
+    from hwprune.targets import parse_target
+    data = {"schema": 1, "name": "pi", "profile": "pi", "providers": ["CPUExecutionProvider"],
+            "budget": {"speedup": 2.0}, "agent": value}
+    with pytest.raises(ConfigError, match="agent"):
+        parse_target(data, tmp_path / "pi.toml")
