@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[parent["model"], parent["lookup"], parent["quiet"], parent["agent"], parent["debug"]],
         epilog=EPILOG + ". Other commands: `hwprune targets` lists the targets; `hwprune profile --target NAME` "
                         "measures a target's latency table on this host; `hwprune compare REPORT.json...` compares "
-                        "targets; `hwprune validate MODEL.onnx --target NAME` re-checks a shipped model.",
+                        "targets; `hwprune validate MODEL.onnx --target NAME` re-checks a shipped model; "
+                        "`hwprune agent` serves a device to a workstation that measures through it (--agent URL).",
         description="Prune a PyTorch model until its measured ONNX Runtime latency fits the target's budget.")
     p.set_defaults(handler=cmd_run)
     p.add_argument("--target", action="append", default=[], metavar="NAME",
@@ -109,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "profile", prog="hwprune profile", epilog=EPILOG,
         parents=[parent["model"], parent["lookup"], parent["quiet"], parent["agent"], parent["debug"]],
-        description="Measure the target's latency table for the model's search space on this host (the device), "
-                    "with an alignment sweep and a whole-network calibration. Replaces an analytic profile.")
+        description="Measure the target's latency table for the model's search space on this host (the device) "
+                    "or through the device's agent (--agent URL), with an alignment sweep and a whole-network "
+                    "calibration. Replaces an analytic profile.")
     p.set_defaults(handler=cmd_profile)
     p.add_argument("--target", required=True, help=target_help)
     p.add_argument("--networks", type=int, default=30, help="search-space networks measured up front (default 30); "
@@ -133,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", prog="hwprune validate", epilog=EPILOG,
         parents=[parent["lookup"], parent["agent"], parent["debug"]],
         description="Re-check a shipped model against a target: a valid ONNX graph that runs on ONNX Runtime with "
-                    "finite outputs, and its latency (measured where this host is the device, else predicted from "
+                    "finite outputs, and its latency (measured where this host is the device or through its agent, "
+                    "else predicted from "
                     "the target's profile) against the target's budget. Exit 10 when the budget is missed; exit 2 "
                     "when it cannot be checked (a speedup budget needs the dense latency hwprune records in the "
                     "model it built for that target): pass --budget-ms then.")
