@@ -107,7 +107,7 @@ def check_model(data: bytes) -> None:
 
 
 class _Malformed(Exception):
-    pass
+    """Bytes that do not parse as protobuf (the walk's own signal, turned into a 422 by `check_model`)."""
 
 
 # field numbers of onnx.proto: what each message holds that the walk must look into

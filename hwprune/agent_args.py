@@ -9,6 +9,7 @@ import os
 DEFAULT_PORT = 8707
 TOKEN_ENV = "HWPRUNE_AGENT_TOKEN"
 MAX_REQUEST_MB = 256
+RETRY_S = 120.0  # how long the workstation keeps trying an agent that stops answering (remote.Retry)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hwprune import __version__, paths
+from hwprune.agent_args import RETRY_S, add_arguments  # the agent's own flags, stdlib only
 from hwprune.errors import EXIT_CODES, BudgetNotMetError, HwpruneError, Interrupted
 from hwprune.models import MODELS
 
@@ -58,8 +59,8 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                             "file's `agent`, else this host)")
     agent.add_argument("--agent-token-file", type=Path, metavar="FILE",
                        help="file holding the agents' token (default: $HWPRUNE_AGENT_TOKEN)")
-    agent.add_argument("--agent-retry-s", type=float, default=120.0, metavar="S",
-                       help="how long to keep trying an agent that stops answering mid-run (default 120)")
+    agent.add_argument("--agent-retry-s", type=float, default=RETRY_S, metavar="S",
+                       help=f"how long to keep trying an agent that stops answering mid-run (default {RETRY_S:g})")
     return {"debug": debug, "lookup": lookup, "model": model, "quiet": quiet, "agent": agent}
 
 
@@ -149,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (`budget_source`: "
                                                       "target, model metadata or --budget-ms)")
 
-    from hwprune.agent_args import add_arguments  # the agent's own flags, defined once (argparse only)
     p = sub.add_parser(
         "agent", prog="hwprune agent", epilog=EPILOG, parents=[parent["debug"]],
         description="Serve this device to hwprune on a workstation: time ONNX models with hwprune's protocol over "

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from hwprune import agent, provenance
+from hwprune.agent_args import RETRY_S
 from hwprune.device import Device, LocalDevice
 from hwprune.errors import ConfigError, ProfileError
 from hwprune.provenance import HostFingerprint
@@ -46,7 +47,7 @@ REFERENCE_COMPUTE_MS = 0.04
 class Retry:
     """How long a run keeps trying an agent that stopped answering (restarting, rebooting, on a flaky link)."""
 
-    give_up_after_s: float = 120.0
+    give_up_after_s: float = RETRY_S
     first_wait_s: float = 1.0
     longest_wait_s: float = 15.0
 

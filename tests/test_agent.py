@@ -393,16 +393,20 @@ def test_a_table_built_through_the_agent_agrees_with_one_built_locally(tmp_path,
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_cli_run_and_validate_through_an_agent_report_measured_on_the_device(tmp_path, served, fashion_dir):
+def test_cli_run_and_validate_through_an_agent_report_measured_on_the_device(tmp_path, served, fashion_dir,
+                                                                             monkeypatch):
+    """As a user runs it: the live display in a terminal (not --quiet), measuring through the agent."""
     from test_cli import TINY
+    from test_live_display import in_terminal
     config = tmp_path / "hwprune.toml"
     config.write_text(TINY)
     out = tmp_path / "out"
+    monkeypatch.setenv(agent.TOKEN_ENV, TOKEN)
     env = {**os.environ, agent.TOKEN_ENV: TOKEN}
-    result = subprocess.run([sys.executable, "-m", "hwprune", "--target", "x86-cpu", "--config", str(config),
-                             "--limit", "512", "--out", str(out), "--profiles-dir", str(tmp_path / "profiles"),
-                             "--agent", served.url, "--quiet"], capture_output=True, text=True, timeout=900, env=env)
-    assert result.returncode in (0, 10), result.stderr
+    code, text = in_terminal(["--target", "x86-cpu", "--config", str(config), "--limit", "512", "--out", str(out),
+                              "--profiles-dir", str(tmp_path / "profiles"), "--agent", served.url], columns=100)
+    assert code in (0, 10), text
+    assert "Traceback" not in text and "calibrating latency model" in text, text
     report = json.loads((out / "report.json").read_text())
     assert report["pruned"]["latency_source"] == report["dense"]["latency_source"] == "measured"
     assert report["profile"]["agents"] == [served.url]
