@@ -50,6 +50,9 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                        help="project config (hwprune.toml); default: built-in Fashion-MNIST example")
     model.add_argument("--model", help=f"built-in model instead of the config's ({', '.join(MODELS)})")
     model.add_argument("--seed", type=int, help="override the config's seed")
+    model.add_argument("--weights", type=Path, metavar="FILE",
+                       help="start from these trained weights (a state_dict saved with torch.save) instead of "
+                            "training the dense network; like [model] weights")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--quiet", action="store_true", help="no progress bars")
     agent = argparse.ArgumentParser(add_help=False)
@@ -329,6 +332,7 @@ def _config_and_target(args: argparse.Namespace):
     import dataclasses
 
     from hwprune.config import load_config
+    from hwprune.config import validate as validate_config
     from hwprune.targets import load_target, target_dirs
     config = load_config(args.config)
     if args.model is not None:
@@ -339,6 +343,10 @@ def _config_and_target(args: argparse.Namespace):
         if not 0 <= args.seed < 2 ** 63:
             raise _config_error(f"--seed must be an integer in [0, 2^63), got {args.seed}")
         config = dataclasses.replace(config, seed=args.seed)
+    if args.weights is not None:
+        config = dataclasses.replace(config, model=dataclasses.replace(
+            config.model, weights=str(args.weights.expanduser().resolve()), pretrained=False))
+        validate_config(config, "--weights")
     target = load_target(args.target, target_dirs(args.targets_dir, args.config.resolve().parent if args.config
                                                   else None))
     _check_profiles_dir(args.profiles_dir)

@@ -25,6 +25,15 @@ class ModelSpec:
     factory: str = "example-cnn"
     input_shape: tuple[int, ...] = (1, 1, 28, 28)
     ignore: tuple[str, ...] = ()  # module names whose output channels must never be pruned
+    # A trained start: a state_dict file (relative to this config's folder) loaded into the factory's model,
+    # or `pretrained = true` when the factory itself returns trained weights. Either skips dense training.
+    weights: str = ""
+    pretrained: bool = False
+
+    @property
+    def trained(self) -> bool:
+        """The user brings trained weights: there is no dense training (and no trajectory to rewind into)."""
+        return bool(self.weights) or self.pretrained
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,19 @@ class TrainConfig:
     # the softening temperature. Dense training never distils.
     distill: float = 0.5  # example CNN at 0.5x latency: +0.6 points over labels alone (README, Pareto)
     distill_temperature: float = 4.0
+    # The user's training objective, "module:function" called as fn(model, batch) → scalar loss tensor, with
+    # `batch` what the data loader yields. "" is cross-entropy on (input, class index) with distillation.
+    loss: str = ""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a network is scored: the search's proxy, every round's validation score and the test results."""
+
+    # "module:function" called as fn(model, dataset) → a number, higher is better (return −MSE for an error).
+    # "" is top-1 accuracy.
+    metric: str = ""
+    metric_name: str = ""  # its name in reports ("" : the function's name)
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,7 @@ class ProjectConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     imp: ImpConfig = field(default_factory=ImpConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     base_dir: str = "."  # directory that factory modules are resolved from (the config file's folder)
 
@@ -224,7 +247,16 @@ def validate(config: ProjectConfig, where: str) -> None:
         (":" in config.model.factory or config.model.factory in MODELS,
          f"[model] factory must be 'module:function' or a built-in model ({', '.join(MODELS)})"),
         (":" in config.data.factory, "[data] factory must look like 'module:function'"),
+        (not config.train.loss or ":" in config.train.loss, "[train] loss must look like 'module:function'"),
+        (not config.eval.metric or ":" in config.eval.metric, "[eval] metric must look like 'module:function'"),
+        (not (config.model.weights and config.model.pretrained),
+         "[model] weights and pretrained = true both say where trained weights come from: set one"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}", hint="see README 'Your own model' for the allowed values")
+    if config.model.trained and config.imp.rewind == "weights":
+        raise ConfigError(f"{where}: [imp] rewind = 'weights' resets survivors to θ_k, weights from early in the "
+                          "dense training, but a pretrained model comes without its training trajectory",
+                          hint="use rewind = 'lr' (the default: survivors keep their trained values and the "
+                               "learning-rate schedule restarts), or train from scratch without weights")

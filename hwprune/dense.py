@@ -1,24 +1,27 @@
 """The dense stage: build the user's model and data from their factories and train densely (keeping θ_k, the
-weights at the rewind point), or load that result from the dense cache or the run's saved state."""
+weights at the rewind point), or load that result from the dense cache or the run's saved state; or, when
+the user brings trained weights (`[model] weights` / `pretrained`), load and score them without training."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
-from hwprune import cache, factories, paths
+from hwprune import cache, factories, objective, paths, weights
 from hwprune.config import ProjectConfig
 from hwprune.progress import Progress
 from hwprune.provenance import derive_seed
 from hwprune.prune import graph
 from hwprune.state import RunState
-from hwprune.train import Snapshot, accuracy, train
+from hwprune.train import Snapshot, train
 
 
 @dataclass
@@ -30,12 +33,25 @@ class Dense:
     example: torch.Tensor
     data: tuple
     widths: dict[str, int]
-    accuracy: float
+    accuracy: float  # on the test split, by the run's metric (top-1 accuracy unless [eval] metric says)
     rewind_at: int
     iterations: int
     training_seconds: float = 0.0  # of the training that produced it (an earlier run's, when cached)
     cached: bool = False  # loaded from the dense cache rather than trained in this run
     cache_key: str | None = None
+    # Where the dense weights came from: "trained" (here or, when cached, by an earlier run), "weights"
+    # (the user's state_dict file, with its sha256) or "factory" (the model factory returned them trained).
+    origin: str = "trained"
+    weights_file: str | None = None
+    weights_sha256: str | None = None
+
+    def source(self) -> dict[str, object]:
+        """Where the dense weights came from, for the report."""
+        found = {"origin": self.origin, "cached": self.cached, "cache_key": self.cache_key,
+                 "training_seconds": self.training_seconds}
+        if self.origin == "weights":
+            found.update(weights_file=self.weights_file, weights_sha256=self.weights_sha256)
+        return found
 
     def for_batch(self, batch: int) -> Dense:
         """The same network with an example input of another target's batch size."""
@@ -67,6 +83,9 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
     if data_limit:
         data = tuple(torch.utils.data.Subset(d, range(min(data_limit, len(d)))) for d in data)
     factories.check_samples(data, config.model.input_shape, config.data.factory)
+    score = objective.load(config).score
+    if config.model.trained:
+        return _pretrained(config, batch, data, score, progress)
     model, example = build_model(config, batch)
     widths = channel_widths(model, example, config)
     train_set, _, test_set = data
@@ -88,8 +107,8 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
     checkpoint = state.path(paths.dense_checkpoint(key)) if state else None
     train(model, train_set, config.train, config.train.epochs, derive_seed(config.seed, "dense"), progress,
           "dense training", snapshot=Snapshot(rewind_at, snapshots.append), resume_file=checkpoint,
-          fault_label="dense")
-    dense = Dense(model, snapshots[0].eval(), example, data, widths, accuracy(model, test_set), rewind_at,
+          fault_label="dense", loss=objective.load(config).loss)
+    dense = Dense(model, snapshots[0].eval(), example, data, widths, score(model, test_set), rewind_at,
                   iterations, time.perf_counter() - start, False, key if cache_dir else None)
     entry = cache.DenseEntry(model.state_dict(), dense.theta_k.state_dict(), dense.accuracy, rewind_at, iterations,
                              dense.training_seconds)
@@ -101,3 +120,24 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
         state.mark("dense")
         checkpoint.unlink(missing_ok=True)
     return dense
+
+
+def _pretrained(config: ProjectConfig, batch: int, data: tuple, score: Callable[[nn.Module, Dataset], float],
+                progress: Progress) -> Dense:
+    """The user's trained network (their state_dict file loaded into the factory's model, or the factory's own
+    trained weights), scored on the test split as the baseline. There is no training trajectory, so θ_k is the
+    trained network itself (only learning-rate rewinding uses it: config refuses weight rewinding)."""
+    model, example = build_model(config, batch)
+    path = sha = None
+    if config.model.weights:
+        path = weights.resolve(config.model.weights, config.base_dir)
+        weights.load_into(model, path)
+        sha = weights.sha256(path)
+        progress.note(f"dense model from {path} (sha256 {sha[:12]}…), no dense training")
+    else:
+        progress.note(f"dense model trained by its factory '{config.model.factory}', no dense training")
+    model.eval()
+    widths = channel_widths(model, example, config)
+    return Dense(model, copy.deepcopy(model), example, data, widths, score(model, data[2]), 0, 0,
+                 origin="weights" if path else "factory", weights_file=str(path) if path else None,
+                 weights_sha256=sha)

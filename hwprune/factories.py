@@ -23,14 +23,14 @@ def load_callable(spec: str, base_dir: str, what: str, error: type[HwpruneError]
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise error(f"{what} factory '{spec}': cannot import module '{module_name}' ({type(exc).__name__}: {exc})",
+        raise error(f"{what} '{spec}': cannot import module '{module_name}' ({type(exc).__name__}: {exc})",
                     hint=f"the module must be importable from {Path(base_dir).resolve()}") from None
     finally:
         sys.path.pop(0)
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise error(f"{what} factory '{spec}': '{module_name}' has no callable '{attr}'",
-                    hint="set the factory to 'module:function'")
+        raise error(f"{what} '{spec}': '{module_name}' has no callable '{attr}'",
+                    hint="write it as 'module:function'")
     return fn
 
 
@@ -48,7 +48,7 @@ def _call(fn: Callable[..., Any], spec: str, what: str, error: type[HwpruneError
 
 def build_model(spec: str, base_dir: str) -> nn.Module:
     spec = models.resolve(spec)
-    model = _call(load_callable(spec, base_dir, "model", ModelError), spec, "model", ModelError)
+    model = _call(load_callable(spec, base_dir, "model factory", ModelError), spec, "model", ModelError)
     if not isinstance(model, nn.Module):
         raise ModelError(f"model factory '{spec}' returned {type(model).__name__}, not a torch.nn.Module",
                          hint="return an nn.Module instance")
@@ -88,7 +88,7 @@ def check_samples(data: tuple[Dataset, ...], input_shape: tuple[int, ...], spec:
 
 
 def build_data(spec: str, base_dir: str, data_dir: str | None, seed: int) -> tuple[Dataset, Dataset, Dataset]:
-    result = _call(load_callable(spec, base_dir, "data", DataError), spec, "data", DataError,
+    result = _call(load_callable(spec, base_dir, "data factory", DataError), spec, "data", DataError,
                    data_dir=data_dir, seed=seed)
     if not (isinstance(result, tuple | list) and len(result) == 3):
         raise DataError(f"data factory '{spec}' must return (train, val, test) datasets",

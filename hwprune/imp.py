@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from hwprune import export, paths, runtime
+from hwprune import export, objective, paths, runtime
 from hwprune.config import ProjectConfig
 from hwprune.dense import Dense
 from hwprune.progress import NullProgress, Progress
@@ -33,7 +33,7 @@ from hwprune.runtime import WHOLE_MODEL_PROTOCOL
 from hwprune.search import SearchSpace, StudyPlace, require_reachable, search
 from hwprune.state import RunState
 from hwprune.targets import Budget, ResolvedBudget, RuntimeSettings
-from hwprune.train import accuracy, recalibrate_bn, sample_batches, train
+from hwprune.train import recalibrate_bn, sample_batches, train
 
 log = logging.getLogger(__name__)
 LatencyFn = Callable[[dict[str, int]], float]  # a latency predictor: widths → predicted ms
@@ -151,7 +151,8 @@ class Imp:
         seed = derive_seed(config.seed, f"round{number}")
         train_set, val_set, _ = dense.data
         ignore = config.model.ignore
-        evaluate = _proxy_score(ticket, dense, config, seed)
+        goal = objective.load(config)
+        evaluate = _proxy_score(ticket, dense, config, seed, goal)
         outcome = search(self._space(), self.predictor, evaluate, target_ms, config.search.trials, seed,
                          config.search.sampler, self.progress, f"round {number}: search ≤ {target_ms:.3f} ms",
                          self.studies(number) if self.studies else None)
@@ -161,18 +162,18 @@ class Imp:
         epochs = config.train.retrain_epochs * (1.0 if final else config.imp.intermediate_share)
         train(model, train_set, config.train, epochs, seed, self.progress,
               f"round {number}: retrain from {'θ_k' if config.imp.rewind == 'weights' else 'trained weights'}",
-              teacher=dense.model, fault_label=f"retrain:round:{number}")
+              teacher=dense.model, fault_label=f"retrain:round:{number}", loss=goal.loss)
         record = RoundRecord(
-            number, target_ms, outcome.predicted_ms, outcome.proxy_accuracy, accuracy(model, val_set),
+            number, target_ms, outcome.predicted_ms, outcome.proxy_accuracy, goal.score(model, val_set),
             masks.widths(), outcome.uniform_rate, epochs, search_seconds, len(outcome.trials),
             sum(t.feasible for t in outcome.trials), time.perf_counter() - start)
         return Ticket(masks, model), record
 
 
-def _proxy_score(ticket: Ticket, dense: Dense, config: ProjectConfig, seed: int
+def _proxy_score(ticket: Ticket, dense: Dense, config: ProjectConfig, seed: int, goal: objective.Objective
                  ) -> Callable[[dict[str, int]], float]:
     """A trial's score: the ticket masked to the trial's widths, BatchNorm re-estimated (and, with
-    `[search] proxy_steps`, briefly fine-tuned), scored on the validation split."""
+    `[search] proxy_steps`, briefly fine-tuned), scored by the run's metric on the validation split."""
     train_set, val_set, _ = dense.data
     ignore = config.model.ignore
     bn_batches = sample_batches(train_set, config.search.bn_batches, config.train.batch_size, seed)
@@ -185,8 +186,8 @@ def _proxy_score(ticket: Ticket, dense: Dense, config: ProjectConfig, seed: int
         masked = graph.slim(ticket.model, dense.example, ticket.masks, candidate, ignore)
         recalibrate_bn(masked, bn_batches)
         if tune_set is not None:
-            train(masked, tune_set, config.train, 1, seed, teacher=dense.model)
-        return accuracy(masked, val_set, limit=config.search.val_samples)
+            train(masked, tune_set, config.train, 1, seed, teacher=dense.model, loss=goal.loss)
+        return goal.score(masked, val_set, limit=config.search.val_samples)
 
     return evaluate
 

@@ -24,7 +24,20 @@ from typing import Any
 import onnx
 import torch
 
-from hwprune import __version__, atomic, export, measure, paths, profiles, provenance, remote, report, runtime, validate
+from hwprune import (
+    __version__,
+    atomic,
+    export,
+    measure,
+    objective,
+    paths,
+    profiles,
+    provenance,
+    remote,
+    report,
+    runtime,
+    validate,
+)
 from hwprune.config import ProjectConfig
 from hwprune.dense import Dense, build_model, channel_widths, train_dense
 from hwprune.device import LOCAL, Device
@@ -49,7 +62,6 @@ from hwprune.runtime import KERNEL_PROTOCOL, WHOLE_MODEL_PROTOCOL
 from hwprune.search import StudyPlace, open_storage
 from hwprune.state import RunState, settings_fingerprint
 from hwprune.targets import ResolvedBudget, Target
-from hwprune.train import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +234,8 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
     dense_summary = ModelSummary(dense.accuracy, latencies.dense_ms, latencies.source, dense_predicted,
                                  *graph.count_macs_params(dense.model, dense.example), latencies.dense_p90_ms,
                                  dense.widths, latencies.dense_timing)
-    pruned = ModelSummary(accuracy(ticket.model, dense.data[2]), latencies.pruned_ms, latencies.source,
+    score = objective.load(config).score
+    pruned = ModelSummary(score(ticket.model, dense.data[2]), latencies.pruned_ms, latencies.source,
                           predictor(ticket.masks.widths()), *graph.count_macs_params(ticket.model, dense.example),
                           latencies.pruned_p90_ms, ticket.masks.widths(), latencies.pruned_timing)
     numerics = _numerics(latencies.proto, ticket.model, dense, target, device)
@@ -243,7 +256,7 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
         numerics=numerics, channel_multiple=channel_multiple,
         breakdown=_breakdown(predictor, dense.widths, ticket.masks.widths()), model_name=config.model.factory,
         optimized_onnx=optimized,
-        dense_source={"cached": dense.cached, "cache_key": dense.cache_key, "training_seconds": dense.training_seconds},
+        dense_source=dense.source(), metric=objective.load(config).describe(),
         rewind=config.imp.rewind, rewind_iteration=dense.rewind_at, dense_iterations=dense.iterations,
         seconds=timings, host=provenance.host(), versions=provenance.versions(), onnx_path=folder.model_onnx,
         seed=config.seed,

@@ -57,7 +57,7 @@ class RunResult:
     profile: dict[str, Any]
     calibration: dict[str, Any] | None
     numerics: dict[str, Any]
-    dense_source: dict[str, Any]  # cached or trained here, cache key, seconds the training took
+    dense_source: dict[str, Any]  # trained (here or cached) or brought (a weights file and its hash, a factory)
     breakdown: dict[str, Any]  # predicted ms per runtime kernel, dense and pruned, in graph order
     model_name: str  # built-in name or factory
     optimized_onnx: dict[str, str] | None  # ONNX Runtime's offline-optimised copy, when asked for
@@ -70,6 +70,9 @@ class RunResult:
     onnx_path: Path
     seed: int
     channel_multiple: int
+    # how accuracies were scored: the metric's name and function, and the training loss
+    metric: dict[str, str] = field(default_factory=lambda: {"name": "accuracy", "function": "built-in top-1 accuracy",
+                                                            "loss": "cross-entropy"})
 
     @property
     def budget_met(self) -> bool:

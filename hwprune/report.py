@@ -138,6 +138,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "optimized_onnx": result.optimized_onnx,
         "numerics": result.numerics,
         "dense_training": result.dense_source,
+        "metric": result.metric,
         "latency_breakdown": result.breakdown,
         "imp": {"rewind": result.rewind, "rewind_iteration": result.rewind_iteration,
                 "dense_iterations": result.dense_iterations,
@@ -203,7 +204,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "| | dense | pruned |",
         "|---|---|---|",
-        f"| test accuracy | {d['accuracy']:.4f} | {p['accuracy']:.4f} |",
+        f"| test {md_text(_metric(report))} | {d['accuracy']:.4f} | {p['accuracy']:.4f} |",
         f"| latency | {lat(d)} | {lat(p)} |",
         f"| predicted latency | {d['predicted_latency_ms']:.4f} ms | {p['predicted_latency_ms']:.4f} ms |",
         f"| measurement | {certainty(d)} | {certainty(p)} |",
@@ -218,7 +219,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     for group, width in d["widths"].items():
         kept = p["widths"][group]
         lines.append(f"| {md_code(group)} | {width} | {kept} | {1 - kept / width if width else 0:.0%} |")
-    lines += ["", "## IMP rounds", "", "| round | target (predicted) | predicted | proxy acc | val acc after retrain | "
+    lines += ["", "## IMP rounds", "", f"| round | target (predicted) | predicted | proxy {md_text(_metric(report))} "
+              f"| val {md_text(_metric(report))} after retrain | "
               "trials (feasible) | seconds |", "|---|---|---|---|---|---|---|"]
     for r in report["imp"]["rounds"]:
         lines.append(f"| {r['round']} | {r['target_ms']:.4f} ms | {r['predicted_ms']:.4f} ms "
@@ -255,7 +257,8 @@ def to_markdown(report: dict[str, Any]) -> str:
          f"{report['imp']['dense_iterations']}."),
         f"- ONNX vs PyTorch: max |diff| {report['numerics']['max_abs_diff']:.2e} over {report['numerics']['samples']} "
         "test inputs.",
-        f"- Dense training: {_dense_source(report['dense_training'])}.",
+        f"- Dense network: {_dense_source(report['dense_training'])}.",
+        *([_objective_words(report["metric"])] if report.get("metric") else []),
         *([f"- ONNX Runtime's offline-optimised model: {md_code(report['optimized_onnx']['file'])} (level "
            f"`{report['optimized_onnx']['graph_optimization']}`)."] if report.get("optimized_onnx") else []),
         f"- Wall time: {report['seconds']['total_s']:.0f} s; versions: "
@@ -265,7 +268,23 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _objective_words(metric: dict[str, str]) -> str:
+    loss = "the user's loss" if metric["loss"] == "custom" else "cross-entropy (distilled from the dense network)"
+    return (f"- Scored by {md_text(metric['name'])} ({md_text(metric['function'])}, higher is better: the search's "
+            f"proxy, every round and the test results); trained with {loss}.")
+
+
+def _metric(report: dict[str, Any]) -> str:
+    return (report.get("metric") or {}).get("name", "accuracy")
+
+
 def _dense_source(dense: dict[str, Any]) -> str:
+    origin = dense.get("origin", "trained")
+    if origin == "weights":
+        return (f"the user's trained weights {md_code(dense['weights_file'])} "
+                f"(sha256 {md_code(dense['weights_sha256'])}), not trained here")
+    if origin == "factory":
+        return "trained weights returned by the model factory, not trained here"
     took = f"trained in {dense['training_seconds']:.0f} s"
     return f"loaded from the cache (key {dense['cache_key']}; {took} originally)" if dense["cached"] else took
 

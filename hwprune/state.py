@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from hwprune import __version__, atomic, paths
+from hwprune import __version__, atomic, paths, weights
 from hwprune.config import ProjectConfig
 from hwprune.errors import OutputError
 from hwprune.targets import Target
@@ -45,6 +45,9 @@ def settings_fingerprint(config: ProjectConfig, target: Target, data_dir: str | 
     target_settings.pop("agents")
     material = {"format": FORMAT, "hwprune": __version__, "config": settings, "target": target_settings,
                 "data_dir": data_dir, "data_limit": data_limit, "torch": torch.__version__}
+    path = weights.resolve(config.model.weights, config.base_dir) if config.model.weights else None
+    if path is not None and path.is_file():  # other weights in the same file are another run
+        material["weights_sha256"] = weights.sha256(path)
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,27 +45,30 @@ def _lr_at(step: int, total: int, config: TrainConfig) -> float:
 
 def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float, seed: int,
           progress: Progress = NullProgress(), description: str = "training", snapshot: Snapshot | None = None,
-          teacher: nn.Module | None = None, resume_file: Path | None = None, fault_label: str = "") -> None:
+          teacher: nn.Module | None = None, resume_file: Path | None = None, fault_label: str = "",
+          loss: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> None:
     """SGD (Nesterov) with warm-up + cosine schedule, in place; `snapshot` takes a copy of the model at one
     iteration (θ_k). Fractional `epochs` end part-way through a pass.
 
-    With a `teacher` and `config.distill` > 0 the loss blends cross-entropy with the KL divergence to the
-    teacher's softened outputs (Hinton et al. 2015): a pruned network retrained briefly recovers more of the
-    dense network's accuracy from its soft targets than from the labels alone.
+    The loss is the user's `loss(model, batch)` when given; else cross-entropy on class indices, which with a
+    `teacher` and `config.distill` > 0 blends in the KL divergence to the teacher's softened outputs (Hinton
+    et al. 2015): a pruned network retrained briefly recovers more of the dense network's accuracy from its
+    soft targets than from the labels alone.
 
     With a `resume_file`, the whole training state (weights, optimiser, step, data order, RNG, θ_k if
     taken) is saved atomically after every full pass over the data and picked up from there when the file
     exists, so a killed training loses at most one epoch and ends bit-identical to an uninterrupted one.
 
-    Training runs in channels-last layout (faster for small convolutions on x86 CPUs, same float32
-    arithmetic) and the model is handed back in the default layout.
+    Image batches (4-D inputs) train in channels-last layout (faster for small convolutions on x86 CPUs, same
+    float32 arithmetic) and the model is handed back in the default layout; inputs of other ranks (tabular,
+    sequences) are left as they are.
     """
     torch.manual_seed(seed)
     data = loader(dataset, config.batch_size, shuffle=True, seed=seed)
     total = max(1, round(epochs * len(data)))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                 weight_decay=config.weight_decay)
-    loss_of = _loss(config, teacher)
+    loss_of = _loss(config, teacher) if loss is None else _autocast(loss, config)
     model.train()
     step = 0
     if snapshot is not None and snapshot.at == 0:
@@ -76,17 +80,17 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float
     with stage(progress, description, total) as bar:
         bar.advance(step, "resumed" if step else "")
         while step < total:
-            for inputs, labels in data:
+            for batch in data:
                 if step == total:
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total, config)
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_of(model, inputs.contiguous(memory_format=torch.channels_last), labels)
-                loss.backward()
+                value = loss_of(model, _channels_last(batch))
+                value.backward()
                 optimizer.step()
                 step += 1
-                bar.advance(1, f"loss {float(loss.detach()):.3f}")
+                bar.advance(1, f"loss {float(value.detach()):.3f}")
                 if snapshot is not None and step == snapshot.at:
                     taken = _default_layout(copy.deepcopy(model))
                     snapshot_state = taken.state_dict()
@@ -99,8 +103,25 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float
     _default_layout(model).eval()
 
 
-def _loss(config: TrainConfig, teacher: nn.Module | None
-          ) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+def _channels_last(batch: Any) -> Any:
+    """The batch with its 4-D input tensors in channels-last layout (other ranks have no such layout)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
+    if isinstance(batch, tuple | list):
+        return type(batch)(_channels_last(b) for b in batch)
+    return batch
+
+
+def _autocast(loss: Callable[[nn.Module, Any], torch.Tensor], config: TrainConfig
+              ) -> Callable[[nn.Module, Any], torch.Tensor]:
+    def loss_of(model: nn.Module, batch: Any) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            return loss(model, batch)
+
+    return loss_of
+
+
+def _loss(config: TrainConfig, teacher: nn.Module | None) -> Callable[[nn.Module, Any], torch.Tensor]:
     """The training loss of one batch: cross-entropy, blended with distillation from `teacher` when
     `config.distill` > 0, under bfloat16 autocast when `config.precision` is "bf16"."""
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -108,7 +129,8 @@ def _loss(config: TrainConfig, teacher: nn.Module | None
     if distill:
         teacher = copy.deepcopy(teacher).eval().to(memory_format=torch.channels_last)
 
-    def loss_of(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss_of(model: nn.Module, batch: Any) -> torch.Tensor:
+        inputs, labels = batch
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             logits = model(inputs)
             _check_labels(labels, logits)

@@ -1,0 +1,279 @@
+"""Starting from the user's trained model, scored by the user's metric and trained with the user's loss, on
+inputs that are not images: pretrained weights (file or factory), every way a weights file can be wrong,
+a regression task with its own loss and metric end to end, and the fully-connected built-in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import hwprune
+from hwprune import objective, paths, weights
+from hwprune.config import ImpConfig, ModelSpec, ProjectConfig, SearchConfig, TrainConfig, load_config
+from hwprune.errors import ConfigError, ModelError
+from hwprune.models.lenet import LeNet300
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hwprune_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "hwprune", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+# --- the weights file ---------------------------------------------------------------------------------------
+
+def test_a_state_dict_loads_exactly(tmp_path):
+    torch.manual_seed(1)
+    trained = LeNet300()
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    fresh = LeNet300()
+    weights.load_into(fresh, tmp_path / "w.pt")
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values()))
+
+
+def test_checkpoint_wrappers_and_data_parallel_prefixes_are_unwrapped(tmp_path):
+    torch.manual_seed(2)
+    trained = LeNet300()
+    state = {f"module.{k}": v for k, v in trained.state_dict().items()}
+    torch.save({"epoch": 3, "model_state_dict": state, "optimizer": {"lr": 0.1}}, tmp_path / "ckpt.pt")
+    fresh = LeNet300()
+    weights.load_into(fresh, tmp_path / "ckpt.pt")
+    assert torch.equal(fresh.fc2.weight, trained.fc2.weight)
+
+
+def test_missing_unexpected_and_mis_shaped_keys_are_named(tmp_path):
+    state = LeNet300().state_dict()
+    state.pop("fc3.bias")
+    state["extra.weight"] = torch.zeros(2)
+    state["fc1.weight"] = torch.zeros(10, 784)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ModelError) as caught:
+        weights.load_into(LeNet300(), tmp_path / "bad.pt")
+    message = caught.value.message
+    assert "missing: fc3.bias" in message and "unexpected: extra.weight" in message
+    assert "fc1.weight [10, 784] ≠ [300, 784]" in message
+
+
+def test_a_pickled_module_is_refused_without_running_it(tmp_path):
+    torch.save(LeNet300(), tmp_path / "whole.pt")  # the whole module pickled: loading it would run code
+    with pytest.raises(ModelError, match="pickled objects") as caught:
+        weights.read(tmp_path / "whole.pt")
+    assert "state_dict()" in caught.value.hint
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a torch file", "cannot load weights"),
+    (None, "does not exist"),
+])
+def test_unreadable_weights_files(tmp_path, content, message):
+    path = tmp_path / "w.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises((ModelError, ConfigError), match=message):
+        weights.read(path)
+
+
+def test_a_file_of_something_else_is_not_a_state_dict(tmp_path):
+    torch.save([torch.zeros(3)], tmp_path / "list.pt")
+    with pytest.raises(ModelError, match="holds a list, not a state_dict"):
+        weights.read(tmp_path / "list.pt")
+
+
+# --- config ------------------------------------------------------------------------------------------------
+
+def _config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hwprune.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_weight_rewinding_without_a_trajectory_is_a_config_error(tmp_path):
+    path = _config_file(tmp_path, """
+        [model]
+        weights = "w.pt"
+        [imp]
+        rewind = "weights"
+    """)
+    with pytest.raises(ConfigError, match="without its training trajectory") as caught:
+        load_config(path)
+    assert "rewind = 'lr'" in caught.value.hint
+
+
+def test_weights_and_pretrained_together_are_refused(tmp_path):
+    path = _config_file(tmp_path, """
+        [model]
+        weights = "w.pt"
+        pretrained = true
+    """)
+    with pytest.raises(ConfigError, match="set one"):
+        load_config(path)
+
+
+def test_cli_weights_error_is_one_line(tmp_path):
+    torch.save([1, 2], tmp_path / "w.pt")
+    result = hwprune_cli("--target", "arm-cortex-a72", "--model", "lenet300", "--weights", str(tmp_path / "w.pt"),
+                         "--out", str(tmp_path / "out"), "--profiles-dir", str(tmp_path / "p"), "--quiet")
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and "not a state_dict" in lines[0] and lines[1].startswith("hint: ")
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+# --- the user's objective ----------------------------------------------------------------------------------
+
+REGRESSION = '''
+"""A regression task on tabular data (2-D inputs): y = a·x + noise, scored by −MSE."""
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+
+def data(seed=0):
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(16, 1, generator=gen)
+    def split(n):
+        x = torch.randn(n, 16, generator=gen)
+        return TensorDataset(x, (x @ w).squeeze(1) + 0.05 * torch.randn(n, generator=gen))
+    return split(1024), split(256), split(256)
+
+
+def model():
+    return nn.Sequential(nn.Linear(16, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1),
+                         nn.Flatten(0))
+
+
+def loss(model, batch):
+    x, y = batch
+    return nn.functional.mse_loss(model(x), y)
+
+
+def neg_mse(model, dataset):
+    x, y = map(torch.stack, zip(*[dataset[i] for i in range(len(dataset))]))
+    return -float(nn.functional.mse_loss(model(x), y))
+'''
+
+
+def _regression_config(tmp_path: Path) -> ProjectConfig:
+    (tmp_path / "regression.py").write_text(REGRESSION)
+    path = _config_file(tmp_path, """
+        seed = 0
+        [model]
+        factory = "regression:model"
+        input_shape = [1, 16]
+        [data]
+        factory = "regression:data"
+        [train]
+        epochs = 3
+        retrain_epochs = 1
+        batch_size = 32
+        lr = 0.02
+        loss = "regression:loss"
+        [eval]
+        metric = "regression:neg_mse"
+        [imp]
+        rounds = 1
+        [search]
+        trials = 4
+        val_samples = 256
+        bn_batches = 2
+    """)
+    return load_config(path)
+
+
+def test_a_custom_metric_scores_and_a_custom_loss_trains(tmp_path):
+    config = _regression_config(tmp_path)
+    goal = objective.load(config)
+    assert goal.metric_name == "neg_mse" and goal.loss is not None
+    dense = hwprune.train_dense(config, 1, hwprune_null_progress())
+    assert dense.data[0][0][0].shape == (16,)  # 2-D inputs: no channels-last anywhere
+    untrained_model = hwprune_dense_model(config)
+    assert dense.accuracy > goal.score(untrained_model, dense.data[2]) + 0.5  # trained: −MSE rose a lot
+    assert dense.accuracy <= 0
+
+
+def test_a_regression_model_prunes_end_to_end_on_its_own_objective(tmp_path):
+    """The user's loss and metric used end to end: dense training, the search's proxy, retraining, every
+    accuracy in the report; tabular inputs of rank 2, exported and validated on ONNX Runtime."""
+    config = _regression_config(tmp_path)
+    arm = (hwprune.paths.BUILTIN_TARGETS / "arm-cortex-a72.toml").read_text()
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "pi-tabular.toml").write_text(  # a tiny MLP is call-overhead bound: 2x is out of reach
+        arm.replace('name = "arm-cortex-a72"', 'name = "pi-tabular"').replace("speedup = 2.0", "speedup = 1.2"))
+    target = hwprune.load_target("pi-tabular", hwprune.target_dirs(tmp_path / "targets"))
+    out = tmp_path / "out"
+    result = hwprune.run(config, target, hwprune.RunOptions(out_dir=out, profiles_dir=tmp_path / "profiles"))
+    report = hwprune.read_report(paths.RunFolder(out).report_json)
+    assert report["metric"] == {"name": "neg_mse", "function": "regression:neg_mse", "loss": "custom"}
+    assert report["dense"]["accuracy"] < 0 and report["pruned"]["accuracy"] < 0  # −MSE, not an accuracy in [0, 1]
+    assert report["pruned"]["params"] < report["dense"]["params"]
+    assert report["numerics"]["max_abs_diff"] <= 1e-4
+    assert result.rounds[0].val_accuracy <= 0 and result.rounds[0].proxy_accuracy <= 0
+    assert "test neg\\_mse" in (out / "report.md").read_text()  # Markdown-escaped
+
+
+def test_a_metric_that_returns_nonsense_is_the_users_error(tmp_path):
+    (tmp_path / "bad_metric.py").write_text("def metric(model, dataset):\n    return 'high'\n")
+    config = ProjectConfig(base_dir=str(tmp_path))
+    from hwprune.config import EvalConfig
+    config = ProjectConfig(base_dir=str(tmp_path), eval=EvalConfig(metric="bad_metric:metric"))
+    goal = objective.load(config)
+    with pytest.raises(ModelError, match="returned 'high', not a finite number"):
+        goal.score(LeNet300(), torch.utils.data.TensorDataset(torch.zeros(2, 784), torch.zeros(2)))
+
+
+def test_a_loss_that_is_not_a_scalar_is_the_users_error(tmp_path):
+    (tmp_path / "bad_loss.py").write_text("def loss(model, batch):\n    return model(batch[0])\n")
+    config = ProjectConfig(base_dir=str(tmp_path), train=TrainConfig(loss="bad_loss:loss"))
+    goal = objective.load(config)
+    with pytest.raises(ModelError, match="not a scalar tensor"):
+        goal.loss(LeNet300(), (torch.zeros(2, 784), torch.zeros(2)))
+
+
+def test_an_unimportable_metric_names_itself(tmp_path):
+    from hwprune.config import EvalConfig
+    config = ProjectConfig(base_dir=str(tmp_path), eval=EvalConfig(metric="nowhere:metric"))
+    with pytest.raises(ModelError, match=r"\[eval\] metric 'nowhere:metric': cannot import module 'nowhere'"):
+        objective.load(config)
+
+
+# --- pretrained start end to end ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_pretrained_start_skips_dense_training_and_reports_the_file(tmp_path, fashion_dir):
+    """Train once, save the state_dict, start a run from it: no dense epochs, the given model's accuracy is
+    the baseline, the report names the file and its hash."""
+    base = dict(model=ModelSpec(factory="lenet300"), train=TrainConfig(epochs=1, retrain_epochs=0.3),
+                imp=ImpConfig(rounds=1), search=SearchConfig(trials=3, val_samples=256, bn_batches=2))
+    trained = hwprune.train_dense(ProjectConfig(**base), 1, hwprune_null_progress(), data_limit=2048)
+    torch.save(trained.model.state_dict(), tmp_path / "lenet.pt")
+    config = ProjectConfig(**{**base, "model": ModelSpec(factory="lenet300", weights="lenet.pt")},
+                           base_dir=str(tmp_path))
+    target = hwprune.load_target("arm-cortex-a72", hwprune.target_dirs())
+    out = tmp_path / "out"
+    result = hwprune.run(config, target, hwprune.RunOptions(out_dir=out, profiles_dir=tmp_path / "profiles",
+                                                            data_limit=2048))
+    report = json.loads(paths.RunFolder(out).report_json.read_text())
+    source = report["dense_training"]
+    assert source["origin"] == "weights" and source["weights_sha256"] == weights.sha256(tmp_path / "lenet.pt")
+    assert source["training_seconds"] == 0 and report["imp"]["dense_iterations"] == 0
+    assert report["dense"]["accuracy"] == pytest.approx(trained.accuracy)
+    assert result.seconds["dense_training_s"] < 30
+    assert "user's trained weights" in (out / "report.md").read_text()
+
+
+def hwprune_null_progress():
+    from hwprune.progress import NullProgress
+    return NullProgress()
+
+
+def hwprune_dense_model(config: ProjectConfig) -> nn.Module:
+    from hwprune.dense import build_model
+    return build_model(config, 1)[0].eval()
