@@ -79,7 +79,7 @@ def kernel_cost(kernel: Kernel, spec: AnalyticSpec) -> tuple[float, float]:
 
     def nbytes(dims: list[int], dtype: int, channel_axis: int | None = 1) -> float:
         dims = list(dims)
-        if channel_axis is not None and len(dims) == 4:
+        if channel_axis is not None and len(dims) >= 3:  # [N, C, *spatial]: 1-D, 2-D and 3-D feature maps
             dims[channel_axis] = _pad(dims[channel_axis], m)
         return float(np.prod(dims or [1])) * _BYTES.get(dtype, 4)
 
@@ -91,8 +91,8 @@ def kernel_cost(kernel: Kernel, spec: AnalyticSpec) -> tuple[float, float]:
             group = dict(attrs).get("group", 1)
             c_out, c_in_per_group, *kernel_hw = w_dims
             c_in_eff = _pad(c_in_per_group, m) if group == 1 else c_in_per_group
-            n, _, h, w = out_shape
-            flops += 2.0 * n * h * w * _pad(c_out, m) * c_in_eff * float(np.prod(kernel_hw))
+            n, _, *spatial = out_shape  # Conv1d, Conv2d or Conv3d
+            flops += 2.0 * n * float(np.prod(spatial)) * _pad(c_out, m) * c_in_eff * float(np.prod(kernel_hw))
             moved += _pad(c_out, m) * c_in_eff * float(np.prod(kernel_hw)) * _BYTES.get(shapes[ins[1]][1], 4)
         elif op in ("Gemm", "MatMul"):
             w_dims = shapes.get(ins[1], ([1], 1))[0]

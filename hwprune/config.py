@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -17,18 +18,46 @@ from typing import Any
 from hwprune.errors import ConfigError
 from hwprune.models import MODELS
 
+INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "bool")  # what an input may be fed as
+DEFAULT_INPUT_SHAPE = (1, 1, 28, 28)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of the model: its name (in the exported graph), shape with the batch dimension first, dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Where the network comes from: "module:function" returning an nn.Module, or a built-in model's name."""
 
     factory: str = "example-cnn"
-    input_shape: tuple[int, ...] = (1, 1, 28, 28)
+    # One input's shape, batch first ([1, 3, 32, 32], [1, 16] for a table row, [1, 28, 100] for a sequence), or
+    # a list of shapes for a model with several float inputs, passed to forward in that order.
+    input_shape: tuple[int, ...] | tuple[tuple[int, ...], ...] = DEFAULT_INPUT_SHAPE
+    # Named inputs with dtypes instead, in forward's order: {ids = {shape = [1, 32], dtype = "int64"}, ...}.
+    inputs: dict[str, Any] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()  # module names whose output channels must never be pruned
     # A trained start: a state_dict file (relative to this config's folder) loaded into the factory's model,
     # or `pretrained = true` when the factory itself returns trained weights. Either skips dense training.
     weights: str = ""
     pretrained: bool = False
+
+    @property
+    def input_specs(self) -> tuple[InputSpec, ...]:
+        """Every input, named and typed (unnamed ones are `input`, or `input0`, `input1`, ... when several)."""
+        if self.inputs:
+            return tuple(InputSpec(name, tuple(v["shape"]), v.get("dtype", "float32"))
+                         for name, v in self.inputs.items())
+        several = bool(self.input_shape) and isinstance(self.input_shape[0], tuple | list)
+        shapes = tuple(tuple(s) for s in self.input_shape) if several else (tuple(self.input_shape),)
+        names = [f"input{i}" for i in range(len(shapes))] if len(shapes) > 1 else ["input"]
+        return tuple(InputSpec(n, s) for n, s in zip(names, shapes))  # type: ignore[arg-type]
 
     @property
     def trained(self) -> bool:
@@ -135,7 +164,17 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
         (item_type, *_), = [typing.get_args(hint)]
         return tuple(_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (types.UnionType, typing.Union):
+    if origin in (types.UnionType, typing.Union):  # the first member type the value fits
+        problems = []
+        for member in typing.get_args(hint):
+            try:
+                return _check_type(value, member, where)
+            except ConfigError as exc:
+                problems.append(exc)
+        raise problems[0]  # what the value fails as the simplest member (e.g. one input's shape)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -239,10 +278,6 @@ def validate(config: ProjectConfig, where: str) -> None:
         (config.search.bn_batches >= 1, "[search] bn_batches must be ≥ 1"),
         (config.search.val_samples >= 1, "[search] val_samples must be ≥ 1"),
         (config.search.proxy_steps >= 0, "[search] proxy_steps must be ≥ 0"),
-        (len(config.model.input_shape) >= 2 and all(d >= 1 for d in config.model.input_shape),
-         "[model] input_shape must be positive, e.g. [1, 3, 32, 32]"),
-        (math.prod(config.model.input_shape[1:]) <= MAX_INPUT_ELEMENTS,
-         f"[model] input_shape is too large (over {MAX_INPUT_ELEMENTS:,} values per sample)"),
         (config.seed >= 0, "seed must be ≥ 0"),
         (":" in config.model.factory or config.model.factory in MODELS,
          f"[model] factory must be 'module:function' or a built-in model ({', '.join(MODELS)})"),
@@ -255,8 +290,43 @@ def validate(config: ProjectConfig, where: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}", hint="see README 'Your own model' for the allowed values")
+    _validate_inputs(config.model, where)
     if config.model.trained and config.imp.rewind == "weights":
         raise ConfigError(f"{where}: [imp] rewind = 'weights' resets survivors to θ_k, weights from early in the "
                           "dense training, but a pretrained model comes without its training trajectory",
                           hint="use rewind = 'lr' (the default: survivors keep their trained values and the "
                                "learning-rate schedule restarts), or train from scratch without weights")
+
+
+def _validate_inputs(model: ModelSpec, where: str) -> None:
+    """Shapes batch-first and positive, one batch size for all inputs, known dtypes, names fit for a graph."""
+    hint = ("see README 'Your own model': e.g. input_shape = [1, 3, 32, 32], or "
+            "[model.inputs] ids = {shape = [1, 32], dtype = \"int64\"}")
+    if model.inputs and tuple(model.input_shape) != DEFAULT_INPUT_SHAPE:
+        raise ConfigError(f"{where}: [model] input_shape and [model.inputs] both describe the inputs: set one",
+                          hint=hint)
+    for name, value in model.inputs.items():
+        if not isinstance(value, dict) or set(value) - {"shape", "dtype"} or "shape" not in value:
+            raise ConfigError(f"{where}: [model.inputs] {name} must be a table {{shape = [...], dtype = \"...\"}}",
+                              hint=hint)
+        _check_type(value["shape"], tuple[int, ...], f"{where}: [model.inputs] {name}.shape")
+        _check_type(value.get("dtype", "float32"), str, f"{where}: [model.inputs] {name}.dtype")
+    specs = model.input_specs
+    for spec in specs:
+        label = f"[model] input '{spec.name}'" if model.inputs else "[model] input_shape"
+        if not _NAME.fullmatch(spec.name):
+            raise ConfigError(f"{where}: [model.inputs] name '{spec.name[:64]}' is not a plain name "
+                              "(letters, digits, _)", hint=hint)
+        if len(spec.shape) < 2 or any(d < 1 for d in spec.shape):
+            raise ConfigError(f"{where}: {label} {list(spec.shape)} must be positive with the batch dimension "
+                              "first, e.g. [1, 3, 32, 32]", hint=hint)
+        if math.prod(spec.shape[1:]) > MAX_INPUT_ELEMENTS:
+            raise ConfigError(f"{where}: {label} is too large (over {MAX_INPUT_ELEMENTS:,} values per sample)",
+                              hint=hint)
+        if spec.dtype not in INPUT_DTYPES:
+            raise ConfigError(f"{where}: {label} has dtype '{spec.dtype[:32]}'",
+                              hint=f"dtypes: {', '.join(INPUT_DTYPES)}")
+    if len({s.shape[0] for s in specs}) > 1:
+        raise ConfigError(f"{where}: the inputs have different batch sizes "
+                          f"({', '.join(str(s.shape[0]) for s in specs)})",
+                          hint="every input's first dimension is the batch; give them the same")

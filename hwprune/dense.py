@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hwprune import cache, factories, objective, paths, weights
+from hwprune import cache, factories, inputs, objective, paths, weights
 from hwprune.config import ProjectConfig
 from hwprune.progress import Progress
 from hwprune.provenance import derive_seed
@@ -30,7 +30,7 @@ class Dense:
 
     model: nn.Module
     theta_k: nn.Module
-    example: torch.Tensor
+    example: inputs.Example  # one input tensor, or a tuple of them, at the target's batch
     data: tuple
     widths: dict[str, int]
     accuracy: float  # on the test split, by the run's metric (top-1 accuracy unless [eval] metric says)
@@ -42,6 +42,7 @@ class Dense:
     # Where the dense weights came from: "trained" (here or, when cached, by an earlier run), "weights"
     # (the user's state_dict file, with its sha256) or "factory" (the model factory returned them trained).
     origin: str = "trained"
+    input_names: tuple[str, ...] = ("input",)  # the exported graph's inputs, in forward's order
     weights_file: str | None = None
     weights_sha256: str | None = None
 
@@ -55,19 +56,19 @@ class Dense:
 
     def for_batch(self, batch: int) -> Dense:
         """The same network with an example input of another target's batch size."""
-        return dataclasses.replace(self, example=torch.zeros((batch, *self.example.shape[1:])))
+        return dataclasses.replace(self, example=inputs.with_batch(self.example, batch))
 
 
-def build_model(config: ProjectConfig, batch: int) -> tuple[nn.Module, torch.Tensor]:
+def build_model(config: ProjectConfig, batch: int) -> tuple[nn.Module, inputs.Example]:
     """The configured model at its seeded initial weights and an example input of `batch`, checked to run."""
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = factories.build_model(config.model.factory, config.base_dir)
-    example = torch.zeros((batch, *config.model.input_shape[1:]))
+    example = inputs.example(config.model.input_specs, batch)
     factories.check_input(model, example, config.model.factory)
     return model, example
 
 
-def channel_widths(model: nn.Module, example: torch.Tensor, config: ProjectConfig) -> dict[str, int]:
+def channel_widths(model: nn.Module, example: inputs.Example, config: ProjectConfig) -> dict[str, int]:
     """Dense width of every prunable coupled channel group."""
     return {g.name: g.width for g in graph.channel_groups(model, example, config.model.ignore)}
 
@@ -82,7 +83,7 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
                                 config.seed)
     if data_limit:
         data = tuple(torch.utils.data.Subset(d, range(min(data_limit, len(d)))) for d in data)
-    factories.check_samples(data, config.model.input_shape, config.data.factory)
+    factories.check_samples(data, config.model.input_specs, config.data.factory)
     score = objective.load(config).score
     if config.model.trained:
         return _pretrained(config, batch, data, score, progress)
@@ -99,7 +100,7 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
         progress.note(f"dense model from {paths.cache_entry(where, key)} (trained in {entry.training_seconds:.0f} s, "
                       f"test accuracy {entry.accuracy:.4f})")
         return Dense(model.eval(), theta_k.eval(), example, data, widths, entry.accuracy, entry.rewind_at,
-                     entry.iterations, entry.training_seconds, True, key)
+                     entry.iterations, entry.training_seconds, True, key, input_names=_names(config))
     start = time.perf_counter()
     iterations = config.train.epochs * -(-len(train_set) // config.train.batch_size)
     rewind_at = max(1, int(round(iterations * config.imp.rewind_fraction)))
@@ -109,7 +110,8 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
           "dense training", snapshot=Snapshot(rewind_at, snapshots.append), resume_file=checkpoint,
           fault_label="dense", loss=objective.load(config).loss)
     dense = Dense(model, snapshots[0].eval(), example, data, widths, score(model, test_set), rewind_at,
-                  iterations, time.perf_counter() - start, False, key if cache_dir else None)
+                  iterations, time.perf_counter() - start, False, key if cache_dir else None,
+                  input_names=_names(config))
     entry = cache.DenseEntry(model.state_dict(), dense.theta_k.state_dict(), dense.accuracy, rewind_at, iterations,
                              dense.training_seconds)
     if state and stores[0] == state.dir:
@@ -140,4 +142,8 @@ def _pretrained(config: ProjectConfig, batch: int, data: tuple, score: Callable[
     widths = channel_widths(model, example, config)
     return Dense(model, copy.deepcopy(model), example, data, widths, score(model, data[2]), 0, 0,
                  origin="weights" if path else "factory", weights_file=str(path) if path else None,
-                 weights_sha256=sha)
+                 weights_sha256=sha, input_names=_names(config))
+
+
+def _names(config: ProjectConfig) -> tuple[str, ...]:
+    return tuple(s.name for s in config.model.input_specs)

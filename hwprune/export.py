@@ -7,25 +7,30 @@ import io
 import logging
 import re
 import warnings
+from collections.abc import Sequence
 
 import onnx
 import torch
 from torch import nn
 
+from hwprune import inputs
 from hwprune.errors import ExportError
 
 OPSET = 20
 
 
-def export(model: nn.Module, example: torch.Tensor) -> onnx.ModelProto:
-    """Export `model` (eval mode, BatchNorm folded by the exporter's optimiser) and run onnx.checker."""
+def export(model: nn.Module, example: inputs.Example, names: Sequence[str] | None = None) -> onnx.ModelProto:
+    """Export `model` (eval mode, BatchNorm folded by the exporter's optimiser) and run onnx.checker. The graph's
+    inputs are `names` (default: `input`, or `input0`, `input1`, ... for several)."""
+    args = inputs.args(example)
+    names = list(names or (["input"] if len(args) == 1 else [f"input{i}" for i in range(len(args))]))
     model = model.eval()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, verbose=False,
-                                        input_names=["input"], output_names=["logits"])
+            program = torch.onnx.export(model, args, dynamo=True, opset_version=OPSET, verbose=False,
+                                        input_names=names, output_names=["logits"])
         proto = program.model_proto
     except Exception as exc:  # the exporter raises many types, wrapping the cause
         root = exc

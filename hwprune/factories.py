@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hwprune import models
+from hwprune import inputs, models
+from hwprune.config import InputSpec
 from hwprune.errors import ConfigError, DataError, HwpruneError, ModelError
 
 
@@ -55,36 +56,53 @@ def build_model(spec: str, base_dir: str) -> nn.Module:
     return model
 
 
-def check_input(model: nn.Module, example: torch.Tensor, spec: str) -> None:
+def check_input(model: nn.Module, example: inputs.Example, spec: str) -> None:
     """The model runs on the configured input shape: one forward pass, before anything is traced or trained.
     The forward is the user's code, so whatever it raises is reported as theirs (exit 4, no traceback)."""
     training = model.training
     try:
         with torch.no_grad():
-            model.eval()(example)
+            inputs.call(model.eval(), example)
     except Exception as exc:
         text = str(exc).strip().splitlines()
-        raise ModelError(f"model '{spec}' fails on an input of shape {list(example.shape)} ({type(exc).__name__}: "
+        given = inputs.args(example)
+        shapes = ", ".join(str(list(t.shape)) + ("" if t.is_floating_point() else f" {t.dtype}".replace("torch.", ""))
+                           for t in given)
+        what = f"an input of shape {shapes}" if len(given) == 1 else f"inputs of shapes {shapes}"
+        raise ModelError(f"model '{spec}' fails on {what} ({type(exc).__name__}: "
                          f"{text[0] if text else ''})",
                          hint="set [model] input_shape to the shape the model takes, e.g. [1, 3, 32, 32]") from None
     finally:
         model.train(training)
 
 
-def check_samples(data: tuple[Dataset, ...], input_shape: tuple[int, ...], spec: str) -> None:
-    """The data's samples have the shape [model] input_shape promises (without the batch dimension)."""
+def check_samples(data: tuple[Dataset, ...], specs: tuple[InputSpec, ...], spec: str) -> None:
+    """The data's samples hold the inputs [model] input_shape (or [model.inputs]) promises: as many, of the same
+    shapes without the batch dimension, and floating point where the model takes floats, integers where ids."""
     try:
         sample = data[0][0]
     except Exception as exc:
         raise DataError(f"data factory '{spec}': reading the first training sample failed ({type(exc).__name__}: "
-                        f"{exc})", hint="the dataset's __getitem__ must return (input tensor, class index)") from None
-    if not (isinstance(sample, tuple | list) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
-        raise DataError(f"data factory '{spec}': a sample must be (input tensor, class index), got "
-                        f"{type(sample).__name__}", hint="return (input, label) pairs from the datasets")
-    if tuple(sample[0].shape) != tuple(input_shape[1:]):
-        raise ConfigError(f"[model] input_shape {list(input_shape)} does not match the data: its samples have shape "
-                          f"{list(sample[0].shape)} (without the batch dimension)",
-                          hint=f"set [model] input_shape = {[1, *sample[0].shape]}")
+                        f"{exc})", hint="the dataset's __getitem__ must return (input tensor, target)") from None
+    given = inputs.args(sample[0]) if isinstance(sample, tuple | list) and len(sample) == 2 else ()
+    if not given or not all(isinstance(t, torch.Tensor) for t in given):
+        raise DataError(f"data factory '{spec}': a sample must be (input tensor, target), or (tuple of input "
+                        f"tensors, target) for several inputs; got {type(sample).__name__}",
+                        hint="return (input, label) pairs from the datasets")
+    if len(given) != len(specs):
+        raise ConfigError(f"the model is configured with {len(specs)} input(s) but the data's samples hold "
+                          f"{len(given)}", hint="list every input in [model] input_shape or [model.inputs]")
+    several = len(specs) > 1
+    for s, t in zip(specs, given):
+        if tuple(t.shape) != s.shape[1:]:
+            what = f"input '{s.name}' {list(s.shape)}" if several else f"input_shape {list(s.shape)}"
+            raise ConfigError(f"[model] {what} does not match the data: its samples have shape {list(t.shape)} "
+                              "(without the batch dimension)",
+                              hint=f"set the shape to {[1, *t.shape]}")
+        if t.dtype.is_floating_point != s.dtype.startswith("float"):
+            raise ConfigError(f"[model] input '{s.name}' is {s.dtype} but the data's samples hold "
+                              f"{str(t.dtype).removeprefix('torch.')}",
+                              hint="give the input its dtype in [model.inputs] (e.g. dtype = \"int64\" for ids)")
 
 
 def build_data(spec: str, base_dir: str, data_dir: str | None, seed: int) -> tuple[Dataset, Dataset, Dataset]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from hwprune import export, objective, paths, runtime
+from hwprune import export, inputs, objective, paths, runtime
 from hwprune.config import ProjectConfig
 from hwprune.dense import Dense
 from hwprune.progress import NullProgress, Progress
@@ -47,7 +47,7 @@ class Ticket:
     model: nn.Module
 
 
-def masks_for_widths(ticket: Ticket, widths: dict[str, int], example: torch.Tensor,
+def masks_for_widths(ticket: Ticket, widths: dict[str, int], example: inputs.Example,
                      ignore: tuple[str, ...]) -> Masks:
     """Keep, per group, the `widths[g]` surviving channels of highest group magnitude."""
     importance = graph.group_importance(ticket.model, example, ignore)
@@ -58,13 +58,13 @@ def masks_for_widths(ticket: Ticket, widths: dict[str, int], example: torch.Tens
     return Masks.from_kept(dict(ticket.masks.dense_widths), kept)
 
 
-def rewind(theta_k: nn.Module, masks: Masks, example: torch.Tensor, ignore: tuple[str, ...]) -> nn.Module:
+def rewind(theta_k: nn.Module, masks: Masks, example: inputs.Example, ignore: tuple[str, ...]) -> nn.Module:
     """θ_k restricted to the surviving channels: the lottery ticket's starting point."""
     full = Masks.full(dict(masks.dense_widths))
     return graph.slim(theta_k, example, full, masks, ignore)
 
 
-def starting_point(mode: str, ticket: Ticket, masks: Masks, theta_k: nn.Module, example: torch.Tensor,
+def starting_point(mode: str, ticket: Ticket, masks: Masks, theta_k: nn.Module, example: inputs.Example,
                    ignore: tuple[str, ...]) -> nn.Module:
     """The slim network a round retrains: survivors at θ_k ("weights") or at their trained values ("lr")."""
     if mode == "weights":
@@ -126,7 +126,7 @@ class Imp:
         relative budget is judged on a ratio that load drift cannot fake."""
         margin = 1.0 - self.config.imp.safety_margin
         while True:
-            proto = export.export(self.ticket.model, self.dense.example)
+            proto = export.export(self.ticket.model, self.dense.example, self.dense.input_names)
             device = self.predictor.profile.device
             dense_stats, stats = device.time_side_by_side([dense_proto, proto], settings, WHOLE_MODEL_PROTOCOL,
                                                           self.predictor.sentinel)

@@ -16,10 +16,9 @@ import random
 from dataclasses import dataclass
 
 import onnx
-import torch
 from torch import nn
 
-from hwprune import analytic, export, profiles, runtime
+from hwprune import analytic, export, inputs, profiles, runtime
 from hwprune.errors import ProfileError
 from hwprune.onnxgraph import GraphTemplate, Kernel, probe_widths, runtime_kernels
 from hwprune.profiles import Calibration, DeviceProfile
@@ -206,7 +205,7 @@ class LatencyPredictor:
         return profiles.fit_calibration(sums, measured, self.profile.overhead_ms)
 
 
-def build_template(model: nn.Module, example: torch.Tensor, dense_proto: onnx.ModelProto,
+def build_template(model: nn.Module, example: inputs.Example, dense_proto: onnx.ModelProto,
                    dense_widths: dict[str, int], ignore: tuple[str, ...]) -> GraphTemplate:
     """The dense graph made re-sizable: parameter shape rules from the pruning engine, constants from a probe."""
     widths = probe_widths(dense_widths)

@@ -28,6 +28,7 @@ from hwprune import (
     __version__,
     atomic,
     export,
+    inputs,
     measure,
     objective,
     paths,
@@ -207,7 +208,7 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
     timings["dense_training_s"] = time.perf_counter() - clock
 
     t0 = time.perf_counter()
-    dense_proto = export.export(dense.model, dense.example)
+    dense_proto = export.export(dense.model, dense.example, dense.input_names)
     predictor, channel_multiple = latency_predictor(dense, dense_proto, config, target, options.profiles_dir, progress,
                                                     device)
     host_is_device = predictor.profile.measured_here
@@ -272,7 +273,7 @@ def _final_latencies(imp: Imp, dense_proto: onnx.ModelProto, target: Target, hos
         return _Latencies(measured.proto, "measured", measured.dense.median_ms, measured.dense.p90_ms,
                           measured.pruned.median_ms, measured.pruned.p90_ms, measured.budget,
                           measured.dense.certainty(), measured.pruned.certainty())
-    proto = export.export(imp.ticket.model, imp.dense.example)
+    proto = export.export(imp.ticket.model, imp.dense.example, imp.dense.input_names)
     return _Latencies(proto, "predicted", dense_planning_ms, None, imp.predictor(imp.ticket.masks.widths()), None,
                       planning)
 
@@ -282,8 +283,8 @@ def _numerics(proto: onnx.ModelProto, model: torch.nn.Module, dense: Dense, targ
     """ONNX Runtime against PyTorch on test inputs (random ones at a batch other than 1), on the target's
     providers the device (this host, or the agent's) has."""
     test_set = dense.data[2]
-    samples = ([test_set[i][0].unsqueeze(0) for i in range(min(16, len(test_set)))] if dense.example.shape[0] == 1
-               else [torch.rand(dense.example.shape)])
+    samples = ([inputs.sample_example(test_set[i][0]) for i in range(min(16, len(test_set)))]
+               if inputs.batch_of(dense.example) == 1 else [inputs.random_like(dense.example)])
     settings = runtime.runnable_here(target.runtime_settings(), device)
     check = compare_outputs(proto, model, samples, settings, device=device)
     return {"max_abs_diff": check.max_abs_diff, "samples": check.samples, "tolerance": check.tolerance,

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from hwprune import atomic, faults
 from hwprune.config import TrainConfig
 from hwprune.errors import DataError, OutputError
+from hwprune.inputs import call
 from hwprune.progress import NullProgress, Progress, stage
 
 
@@ -132,7 +133,7 @@ def _loss(config: TrainConfig, teacher: nn.Module | None) -> Callable[[nn.Module
     def loss_of(model: nn.Module, batch: Any) -> torch.Tensor:
         inputs, labels = batch
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            logits = model(inputs)
+            logits = call(model, inputs)
             _check_labels(labels, logits)
             loss = criterion(logits, labels)
             if distill:
@@ -185,11 +186,11 @@ def _check_labels(labels: torch.Tensor, logits: torch.Tensor) -> None:
                         hint="fix the dataset's labels, or give the model as many outputs as there are classes")
 
 
-def _distillation(logits: torch.Tensor, teacher: nn.Module, inputs: torch.Tensor, temperature: float
+def _distillation(logits: torch.Tensor, teacher: nn.Module, inputs: Any, temperature: float
                   ) -> torch.Tensor:
     """T²·KL(teacher ‖ student) on temperature-softened outputs (the T² keeps gradient scale independent of T)."""
     with torch.no_grad():
-        target = torch.log_softmax(teacher(inputs).float() / temperature, dim=1)
+        target = torch.log_softmax(call(teacher, inputs).float() / temperature, dim=1)
     student = torch.log_softmax(logits.float() / temperature, dim=1)
     return nn.functional.kl_div(student, target, reduction="batchmean", log_target=True) * temperature ** 2
 
@@ -210,13 +211,13 @@ def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512, limit: i
     model.eval()
     correct = total = 0
     for inputs, labels in loader(dataset, batch_size, shuffle=False, seed=0):
-        correct += int((model(inputs).argmax(1) == labels).sum())
+        correct += int((call(model, inputs).argmax(1) == labels).sum())
         total += len(labels)
     return correct / max(total, 1)
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
+def recalibrate_bn(model: nn.Module, batches: list[Any]) -> nn.Module:
     """Re-estimate BatchNorm running statistics on `batches` (cumulative average), in place.
 
     Pruning shifts activation statistics; re-estimating them makes the masked network's accuracy a cheap,
@@ -232,7 +233,7 @@ def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
     model.train()
     try:
         for x in batches:
-            model(x)
+            call(model, x)
     finally:
         for m, momentum in saved:
             m.momentum = momentum
@@ -240,7 +241,7 @@ def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
     return model
 
 
-def sample_batches(dataset: Dataset, count: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+def sample_batches(dataset: Dataset, count: int, batch_size: int, seed: int) -> list[Any]:
     """A fixed list of input batches (the same for every trial, so trials compare fairly)."""
     torch.manual_seed(seed)  # augmentation's draws
     batches = []

@@ -277,3 +277,100 @@ def hwprune_null_progress():
 def hwprune_dense_model(config: ProjectConfig) -> nn.Module:
     from hwprune.dense import build_model
     return build_model(config, 1)[0].eval()
+
+
+# --- inputs of other ranks, several inputs ------------------------------------------------------------------
+
+TWO_INPUTS = """
+seed = 0
+[model]
+factory = "two_inputs_model:model"
+[model.inputs]
+ids = { shape = [1, 12], dtype = "int64" }
+meta = { shape = [1, 8] }
+[data]
+factory = "two_inputs_model:data"
+[train]
+epochs = 3
+retrain_epochs = 1
+batch_size = 64
+[imp]
+rounds = 1
+[search]
+trials = 5
+val_samples = 256
+bn_batches = 2
+"""
+
+
+def _two_inputs(tmp_path: Path, text: str = TWO_INPUTS) -> Path:
+    (tmp_path / "two_inputs_model.py").write_text((Path(__file__).parent / "two_inputs_model.py").read_text())
+    return _config_file(tmp_path, text)
+
+
+@pytest.mark.slow
+def test_a_model_with_token_ids_and_features_prunes_exports_and_validates(tmp_path):
+    """Two inputs, int64 ids and float features: traced, pruned, exported with both named inputs, measured on
+    ONNX Runtime and checked against PyTorch, then re-validated by `hwprune validate`."""
+    config = _two_inputs(tmp_path)
+    out = tmp_path / "out"
+    result = hwprune_cli("--target", "x86-cpu", "--config", str(config), "--out", str(out), "--profiles-dir",
+                         str(tmp_path / "profiles"), "--quiet")
+    assert result.returncode in (0, 10), result.stderr
+    import onnx
+    model = onnx.load(str(out / "model.onnx"))
+    assert [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input] == [
+        ("ids", onnx.TensorProto.INT64), ("meta", onnx.TensorProto.FLOAT)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["pruned"]["latency_source"] == "measured" and report["numerics"]["max_abs_diff"] <= 1e-4
+    assert report["pruned"]["macs"] < report["dense"]["macs"]
+    again = hwprune_cli("validate", str(out / "model.onnx"), "--target", "x86-cpu", "--profiles-dir",
+                        str(tmp_path / "profiles"))
+    assert again.returncode in (0, 10) and "runs on CPUExecutionProvider" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    ('input_shape = [1, 12]\n[model.inputs]', "both describe the inputs"),
+    ('[model.inputs]\nids = { shape = [1, 12], dtype = "int7" }\nmeta = { shape = [1, 8] }\n[x]', "dtype 'int7'"),
+    ('[model.inputs]\n"bad name" = { shape = [1, 12] }\n[x]', "not a plain name"),
+    ('[model.inputs]\nids = { shape = [2, 12], dtype = "int64" }\nmeta = { shape = [1, 8] }\n[x]',
+     "different batch sizes"),
+    ('[model.inputs]\nids = [1, 12]\n[x]', "must be a table"),
+])
+def test_bad_input_declarations_are_config_errors(tmp_path, change, message):
+    text = TWO_INPUTS.replace("[model.inputs]", change, 1)
+    if "[x]" in change:  # the declaration replaces the original one, which is cut out
+        head, _, tail = text.partition("[x]")
+        text = head + tail[tail.index("[data]"):]
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(_two_inputs(tmp_path, text))
+
+
+@pytest.mark.parametrize("declared, message", [
+    ('input_shape = [1, 12]', "configured with 1 input(s) but the data's samples hold 2"),
+    ('[model.inputs]\nids = { shape = [1, 12] }\nmeta = { shape = [1, 8] }',
+     "is float32 but the data's samples hold int64"),
+    ('[model.inputs]\nids = { shape = [1, 10], dtype = "int64" }\nmeta = { shape = [1, 8] }',
+     "input 'ids' [1, 10] does not match the data"),
+])
+def test_inputs_that_do_not_match_the_data_are_named(tmp_path, declared, message):
+    from hwprune import factories
+    text = TWO_INPUTS.replace('[model.inputs]\nids = { shape = [1, 12], dtype = "int64" }\nmeta = { shape = [1, 8] }',
+                              declared)
+    config = load_config(_two_inputs(tmp_path, text))
+    data = factories.build_data(config.data.factory, config.base_dir, None, 0)
+    with pytest.raises(ConfigError) as caught:
+        factories.check_samples(data, config.model.input_specs, config.data.factory)
+    assert message in caught.value.message
+
+
+@pytest.mark.slow
+def test_the_sequence_example_runs_on_3d_inputs(tmp_path, fashion_dir):
+    """examples/sequence: Conv1d over [N, features, steps], prunable and exported like an image network."""
+    out = tmp_path / "out"
+    result = hwprune_cli("--target", "arm-cortex-a72", "--config", str(ROOT / "examples" / "sequence" / "hwprune.toml"),
+                         "--limit", "512", "--out", str(out), "--profiles-dir", str(tmp_path / "profiles"), "--quiet")
+    assert result.returncode in (0, 10), result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["numerics"]["max_abs_diff"] <= 1e-4 and report["pruned"]["macs"] < report["dense"]["macs"]
+    assert set(report["dense"]["widths"]) >= {"encoder.0", "encoder.3", "encoder.6", "head.0"}

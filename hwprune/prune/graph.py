@@ -15,6 +15,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from hwprune import inputs
 from hwprune.errors import PruningError
 from hwprune.onnxgraph import ShapeRule
 from hwprune.prune.masks import Masks
@@ -30,14 +31,14 @@ class GroupInfo:
     members: tuple[str, ...]  # parametric layers whose channels the group couples
 
 
-def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+def output_layers(model: nn.Module, example: inputs.Example) -> list[str]:
     """Layers whose outputs are the network's output: pruning their channels would change the output."""
     calls: list[tuple[str, torch.Tensor]] = []
     hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: calls.append((n, out)))
              for n, m in model.named_modules() if isinstance(m, _ROOT_TYPES)]
     try:
         with torch.no_grad():
-            out = model.eval()(example)
+            out = inputs.call(model.eval(), example)
     finally:
         for h in hooks:
             h.remove()
@@ -46,11 +47,11 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     return direct or ([calls[-1][0]] if calls else [])
 
 
-def _dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+def _dependency_graph(model: nn.Module, example: inputs.Example) -> tp.DependencyGraph:
     try:
         with warnings.catch_warnings():  # "unwrapped parameters": such groups are left alone, see _unprunable
             warnings.simplefilter("ignore", UserWarning)
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=inputs.call)
     except Exception as exc:  # tracing failures come in many types
         raise PruningError(f"cannot trace the model's channel dependencies: {exc}",
                            hint="the model must run on a tensor of [model] input_shape") from None
@@ -75,13 +76,13 @@ def _unprunable(group: tp.dependency.Group, module_names: dict, param_names: dic
     return list(dict.fromkeys(found))
 
 
-def _groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...]
+def _groups(model: nn.Module, example: inputs.Example, ignore: tuple[str, ...]
             ) -> tuple[tp.DependencyGraph, dict[str, tp.dependency.Group]]:
     dg, found, _ = _all_groups(model, example, ignore)
     return dg, found
 
 
-def _all_groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...]
+def _all_groups(model: nn.Module, example: inputs.Example, ignore: tuple[str, ...]
                 ) -> tuple[tp.DependencyGraph, dict[str, tp.dependency.Group], dict[str, list[str]]]:
     """(graph, prunable groups by root layer name, groups left at full width → the members that forbid it)."""
     names = {m: n for n, m in model.named_modules()}
@@ -111,7 +112,7 @@ def _width(group: tp.dependency.Group) -> int:
     return len(group[0].idxs)
 
 
-def channel_groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...] = (), warn: bool = True
+def channel_groups(model: nn.Module, example: inputs.Example, ignore: tuple[str, ...] = (), warn: bool = True
                    ) -> list[GroupInfo]:
     """The prunable coupled channel groups of `model`, in module order (`warn`: name the groups the engine
     must leave at full width)."""
@@ -134,7 +135,7 @@ def channel_groups(model: nn.Module, example: torch.Tensor, ignore: tuple[str, .
     return infos
 
 
-def group_importance(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...] = ()
+def group_importance(model: nn.Module, example: inputs.Example, ignore: tuple[str, ...] = ()
                      ) -> dict[str, torch.Tensor]:
     """L2 magnitude of every channel over all coupled parameters of its group (current coordinates)."""
     _, groups = _groups(model, example, ignore)
@@ -151,7 +152,7 @@ def _positions(current: tuple[int, ...], new: tuple[int, ...]) -> list[int]:
     return [pos for pos, idx in enumerate(current) if idx not in keep]
 
 
-def slim(model: nn.Module, example: torch.Tensor, current: Masks, new: Masks,
+def slim(model: nn.Module, example: inputs.Example, current: Masks, new: Masks,
          ignore: tuple[str, ...] = ()) -> nn.Module:
     """A physically smaller copy of `model` (currently at `current` masks) with only `new`'s channels."""
     result = copy.deepcopy(model).eval()
@@ -166,7 +167,7 @@ def slim(model: nn.Module, example: torch.Tensor, current: Masks, new: Masks,
     return result
 
 
-def zero_pruned(model: nn.Module, example: torch.Tensor, masks: Masks, ignore: tuple[str, ...] = ()) -> nn.Module:
+def zero_pruned(model: nn.Module, example: inputs.Example, masks: Masks, ignore: tuple[str, ...] = ()) -> nn.Module:
     """The *masked* realisation: a same-size copy whose pruned channels are zero in every coupled layer.
 
     Used to check that physical removal computes what masking does.
@@ -198,13 +199,13 @@ def _is_depthwise(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d | nn.Conv1d) and module.groups > 1 and module.groups == module.in_channels
 
 
-def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+def count_macs_params(model: nn.Module, example: inputs.Example) -> tuple[int, int]:
     """Multiply-accumulates of one forward pass and the parameter count (Torch-Pruning's counter)."""
     macs, params = tp.utils.count_ops_and_params(model.eval(), example)
     return int(macs), int(params)
 
 
-def shape_rules(model: nn.Module, example: torch.Tensor, ignore: tuple[str, ...] = ()
+def shape_rules(model: nn.Module, example: inputs.Example, ignore: tuple[str, ...] = ()
                 ) -> tuple[dict[str, tuple[ShapeRule, ...]], dict[str, ShapeRule]]:
     """How every parameter dimension and every Conv's `groups` depend on the group widths.
 
