@@ -192,14 +192,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     summary = {"model": str(result.path), "target": result.target, "built_for": result.built_for,
                "ran_on": list(result.providers), "latency_ms": result.latency_ms,
                "latency_source": result.latency_source, "how": result.how, "budget_ms": result.budget_ms,
-               "budget": result.budget_basis, "budget_source": result.budget_source, "budget_met": result.budget_met}
+               "budget": result.budget_basis, "budget_source": result.budget_source, "budget_met": result.budget_met,
+               "batch": result.batch, "dynamic_batch": result.dynamic_batch}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"{result.path}: valid ONNX, runs on {', '.join(result.providers)} with finite outputs")
         if result.built_for and result.built_for != result.target:
             print(f"note: the model was built for target '{result.built_for}', checked here against '{result.target}'")
-        print(f"latency {result.latency_ms:.4f} ms ({result.latency_source}: {result.how})")
+        batch = f"batch {result.batch}" + (" of its dynamic batch axis" if result.dynamic_batch else "")
+        print(f"latency {result.latency_ms:.4f} ms at {batch} ({result.latency_source}: {result.how})")
         verdict = {None: "not checked", True: "met", False: "NOT met"}[result.budget_met]
         print(f"budget: {result.budget_basis} -> {verdict}")
     if result.budget_met is None:  # not a pass: a CI gate must not go green on a budget nobody checked
@@ -493,8 +495,11 @@ def _print_summary(data: dict, out_dir: Path, console) -> None:
     table.add_column("")
     table.add_column("dense", justify="right")
     table.add_column("pruned", justify="right")
-    table.add_row("test accuracy", f"{d['accuracy']:.4f}", f"{p['accuracy']:.4f}")
-    table.add_row("latency", f"{d['latency_ms']:.4f} ms ({d['latency_source']})",
+    metric = (data.get("metric") or {}).get("name", "accuracy")
+    table.add_row(f"test {metric}", f"{d['accuracy']:.4f}", f"{p['accuracy']:.4f}")
+    batch = data["target_settings"]["batch"]
+    table.add_row("latency" if batch == 1 else f"latency (batch {batch})",
+                  f"{d['latency_ms']:.4f} ms ({d['latency_source']})",
                   f"{p['latency_ms']:.4f} ms ({p['latency_source']})")
     table.add_row("predicted", f"{d['predicted_latency_ms']:.4f} ms", f"{p['predicted_latency_ms']:.4f} ms")
     table.add_row("MACs", f"{d['macs']:,}", f"{p['macs']:,}")

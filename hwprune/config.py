@@ -140,6 +140,15 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """The shipped model.onnx."""
+
+    # A dynamic batch axis (the first dimension of every input and output): one file serves any batch size.
+    # It is checked against PyTorch at batch 1 and at the target's batch; latencies are measured at the target's.
+    dynamic_batch: bool = False
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -147,6 +156,7 @@ class ProjectConfig:
     imp: ImpConfig = field(default_factory=ImpConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     seed: int = 0
     base_dir: str = "."  # directory that factory modules are resolved from (the config file's folder)
 

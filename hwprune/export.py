@@ -17,12 +17,19 @@ from hwprune import inputs
 from hwprune.errors import ExportError
 
 OPSET = 20
+MAX_BATCH = 65536  # the largest batch a target may ask for (targets.py)
 
 
-def export(model: nn.Module, example: inputs.Example, names: Sequence[str] | None = None) -> onnx.ModelProto:
+def export(model: nn.Module, example: inputs.Example, names: Sequence[str] | None = None,
+           dynamic_batch: bool = False) -> onnx.ModelProto:
     """Export `model` (eval mode, BatchNorm folded by the exporter's optimiser) and run onnx.checker. The graph's
-    inputs are `names` (default: `input`, or `input0`, `input1`, ... for several)."""
+    inputs are `names` (default: `input`, or `input0`, `input1`, ... for several). With `dynamic_batch` the
+    first dimension of every input (and so of the outputs) is the symbolic `batch`; else the example's shapes
+    are fixed in the graph."""
+    if dynamic_batch and inputs.batch_of(example) < 2:  # torch.export specialises a dimension traced at size 1
+        example = inputs.with_batch(example, 2)
     args = inputs.args(example)
+    dynamic = tuple({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)} for _ in args) if dynamic_batch else None
     names = list(names or (["input"] if len(args) == 1 else [f"input{i}" for i in range(len(args))]))
     model = model.eval()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -30,7 +37,7 @@ def export(model: nn.Module, example: inputs.Example, names: Sequence[str] | Non
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, args, dynamo=True, opset_version=OPSET, verbose=False,
-                                        input_names=names, output_names=["logits"])
+                                        input_names=names, output_names=["logits"], dynamic_shapes=dynamic)
         proto = program.model_proto
     except Exception as exc:  # the exporter raises many types, wrapping the cause
         root = exc
@@ -48,6 +55,27 @@ def check(proto: onnx.ModelProto) -> None:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         raise ExportError(f"exported ONNX model fails onnx.checker: {exc}") from None
+
+
+def fixed_batch(proto: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """A copy of a dynamic-batch model whose inputs' symbolic first dimension is `batch`: what runs and is timed
+    at one batch size (ONNX Runtime infers the rest). Fixed dimensions are left as they are."""
+    result = onnx.ModelProto()
+    result.CopyFrom(proto)
+    for graph_input in result.graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].Clear()
+            dims[0].dim_value = batch
+    return result
+
+
+def has_dynamic_batch(proto: onnx.ModelProto) -> bool:
+    """Whether every input's first dimension is symbolic (and no other dimension is)."""
+    shapes = [i.type.tensor_type.shape.dim for i in proto.graph.input]
+    return bool(shapes) and all(
+        dims and not dims[0].HasField("dim_value") and all(d.HasField("dim_value") for d in dims[1:])
+        for dims in shapes)
 
 
 def with_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:

@@ -49,6 +49,13 @@ def random_like(inputs: Example, seed: int = 0) -> Example:
     return tensors[0] if len(tensors) == 1 else tensors
 
 
+def stack(samples: list[Any]) -> Example:
+    """Dataset samples' inputs stacked into one batch (per input for several)."""
+    columns = list(zip(*(args(s) for s in samples)))
+    tensors = tuple(torch.stack(list(c)) for c in columns)
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
 def batch_of(inputs: Example) -> int:
     return int(args(inputs)[0].shape[0])
 

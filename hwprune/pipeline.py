@@ -239,10 +239,15 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
     pruned = ModelSummary(score(ticket.model, dense.data[2]), latencies.pruned_ms, latencies.source,
                           predictor(ticket.masks.widths()), *graph.count_macs_params(ticket.model, dense.example),
                           latencies.pruned_p90_ms, ticket.masks.widths(), latencies.pruned_timing)
-    numerics = _numerics(latencies.proto, ticket.model, dense, target, device)
+    if config.export.dynamic_batch:  # the same network, one file for every batch: checked at 1 and the target's
+        ship = export.export(ticket.model, dense.example, dense.input_names, dynamic_batch=True)
+        batches = sorted({1, target.batch})
+    else:
+        ship, batches = latencies.proto, [target.batch]
+    numerics = _numerics(ship, ticket.model, dense, target, device, batches)
     folder = paths.RunFolder(options.out_dir)
-    shipped = export.with_metadata(latencies.proto, _metadata(target, latencies.budget, dense_summary, pruned,
-                                                              predictor))
+    shipped = export.with_metadata(ship, _metadata(target, latencies.budget, dense_summary, pruned, predictor,
+                                                   config.export.dynamic_batch))
     atomic.write_bytes(folder.model_onnx, shipped.SerializeToString())
     optimized = None
     if options.optimize:
@@ -258,6 +263,7 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
         breakdown=_breakdown(predictor, dense.widths, ticket.masks.widths()), model_name=config.model.factory,
         optimized_onnx=optimized,
         dense_source=dense.source(), metric=objective.load(config).describe(),
+        dynamic_batch=config.export.dynamic_batch,
         rewind=config.imp.rewind, rewind_iteration=dense.rewind_at, dense_iterations=dense.iterations,
         seconds=timings, host=provenance.host(), versions=provenance.versions(), onnx_path=folder.model_onnx,
         seed=config.seed,
@@ -278,17 +284,23 @@ def _final_latencies(imp: Imp, dense_proto: onnx.ModelProto, target: Target, hos
                       planning)
 
 
-def _numerics(proto: onnx.ModelProto, model: torch.nn.Module, dense: Dense, target: Target, device: Device
-              ) -> dict[str, Any]:
-    """ONNX Runtime against PyTorch on test inputs (random ones at a batch other than 1), on the target's
-    providers the device (this host, or the agent's) has."""
+def _numerics(proto: onnx.ModelProto, model: torch.nn.Module, dense: Dense, target: Target, device: Device,
+              batches: list[int]) -> dict[str, Any]:
+    """ONNX Runtime against PyTorch on test inputs at each of `batches` (16 single samples at batch 1, one batch
+    of test samples at a larger batch), on the target's providers the device (this host, or the agent's) has."""
     test_set = dense.data[2]
-    samples = ([inputs.sample_example(test_set[i][0]) for i in range(min(16, len(test_set)))]
-               if inputs.batch_of(dense.example) == 1 else [inputs.random_like(dense.example)])
+    samples = []
+    for batch in batches:
+        if batch == 1:
+            samples += [inputs.sample_example(test_set[i][0]) for i in range(min(16, len(test_set)))]
+        elif len(test_set) >= batch:
+            samples.append(inputs.stack([test_set[i][0] for i in range(batch)]))
+        else:
+            samples.append(inputs.random_like(inputs.with_batch(dense.example, batch)))
     settings = runtime.runnable_here(target.runtime_settings(), device)
     check = compare_outputs(proto, model, samples, settings, device=device)
     return {"max_abs_diff": check.max_abs_diff, "samples": check.samples, "tolerance": check.tolerance,
-            "providers": list(settings.providers), "run_on": device.label}
+            "providers": list(settings.providers), "run_on": device.label, "batches": batches}
 
 
 def _profile_summary(predictor: LatencyPredictor) -> dict[str, Any]:
@@ -316,7 +328,7 @@ def _breakdown(predictor: LatencyPredictor, dense_widths: dict[str, int], widths
 
 
 def _metadata(target: Target, budget: ResolvedBudget, dense: ModelSummary, pruned: ModelSummary,
-              predictor: LatencyPredictor) -> dict[str, str]:
+              predictor: LatencyPredictor, dynamic_batch: bool) -> dict[str, str]:
     """What a shipped model carries about how it was made (ONNX metadata_props)."""
     return {
         "hwprune.version": __version__, "hwprune.target": target.name, "hwprune.budget_ms": f"{budget.ms:.6f}",
@@ -328,6 +340,8 @@ def _metadata(target: Target, budget: ResolvedBudget, dense: ModelSummary, prune
         "hwprune.dense_latency_ms": f"{dense.latency_ms:.6f}",
         "hwprune.widths": ",".join(f"{g}={w}" for g, w in pruned.widths.items()),
         "hwprune.profile": predictor.profile.id,
+        "hwprune.batch": str(target.batch),  # the batch every latency here was measured or predicted at
+        "hwprune.dynamic_batch": str(dynamic_batch).lower(),
         "hwprune.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

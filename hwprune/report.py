@@ -139,6 +139,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "numerics": result.numerics,
         "dense_training": result.dense_source,
         "metric": result.metric,
+        "export": {"dynamic_batch": result.dynamic_batch, "latency_batch": t.batch},
         "latency_breakdown": result.breakdown,
         "imp": {"rewind": result.rewind, "rewind_iteration": result.rewind_iteration,
                 "dense_iterations": result.dense_iterations,
@@ -205,7 +206,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "| | dense | pruned |",
         "|---|---|---|",
         f"| test {md_text(_metric(report))} | {d['accuracy']:.4f} | {p['accuracy']:.4f} |",
-        f"| latency | {lat(d)} | {lat(p)} |",
+        f"| latency (batch {report['target_settings']['batch']}) | {lat(d)} | {lat(p)} |",
         f"| predicted latency | {d['predicted_latency_ms']:.4f} ms | {p['predicted_latency_ms']:.4f} ms |",
         f"| measurement | {certainty(d)} | {certainty(p)} |",
         f"| MACs | {d['macs']:,} | {p['macs']:,} |",
@@ -256,7 +257,10 @@ def to_markdown(report: dict[str, Any]) -> str:
          f"- Rewinding: weights, to θ_k at iteration {report['imp']['rewind_iteration']} of "
          f"{report['imp']['dense_iterations']}."),
         f"- ONNX vs PyTorch: max |diff| {report['numerics']['max_abs_diff']:.2e} over {report['numerics']['samples']} "
-        "test inputs.",
+        "test inputs" + (f" at batch {', '.join(map(str, report['numerics']['batches']))}"
+                         if report["numerics"].get("batches") else "") + ".",
+        *([f"- {md_code(report['onnx'])} has a dynamic batch axis; every latency here is at batch "
+           f"{report['export']['latency_batch']}."] if (report.get("export") or {}).get("dynamic_batch") else []),
         f"- Dense network: {_dense_source(report['dense_training'])}.",
         *([_objective_words(report["metric"])] if report.get("metric") else []),
         *([f"- ONNX Runtime's offline-optimised model: {md_code(report['optimized_onnx']['file'])} (level "

@@ -53,6 +53,8 @@ class Validation:
     budget_basis: str
     metadata: dict[str, str]
     budget_source: str | None = None  # "target", "model metadata", "--budget-ms"; None: not checkable
+    batch: int = 1  # the batch it ran and was timed at
+    dynamic_batch: bool = False  # the file has a symbolic batch axis (then run at the target's batch)
 
     @property
     def budget_ms(self) -> float | None:
@@ -80,6 +82,9 @@ def check(path: Path, target: Target, profiles_dir: Path, budget_ms: float | Non
     """Run and time (or predict) the model for `target` on `device` (this host, or the device behind an
     agent); `budget_ms` given replaces the target's budget."""
     proto = load(path)
+    dynamic = export.has_dynamic_batch(proto)
+    if dynamic:  # one file for every batch: checked and timed at the target's
+        proto = export.fixed_batch(proto, target.batch)
     metadata = {p.key: p.value for p in proto.metadata_props}
     settings = target.runtime_settings()
     here = runtime.runnable_here(settings, device)
@@ -117,8 +122,9 @@ def check(path: Path, target: Target, profiles_dir: Path, budget_ms: float | Non
     else:
         budget, basis = _budget(target, metadata)
         budget_source = None if budget is None else "target" if target.budget.ms is not None else "model metadata"
+    batch = int(proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1) if proto.graph.input else 1
     return Validation(path, target.name, metadata.get("hwprune.target"), here.providers, latency, source, how,
-                        budget, basis, metadata, budget_source)
+                      budget, basis, metadata, budget_source, batch, dynamic)
 
 
 def _check_io(sess, path: Path) -> None:
@@ -127,8 +133,9 @@ def _check_io(sess, path: Path) -> None:
     for i in sess.get_inputs():
         if any(not isinstance(d, int) or d < 0 for d in i.shape):
             raise ExportError(f"{path}: input '{i.name}' has a dynamic shape {i.shape}; hwprune validate runs and "
-                              "times one fixed shape", hint="export the model with a fixed input shape (the "
-                                                            "model.onnx hwprune writes has one)")
+                              "times one fixed shape (a dynamic batch axis alone is set to the target's batch)",
+                              hint="export the model with a fixed input shape, or with only the batch dynamic "
+                                   "([export] dynamic_batch = true)")
     for kind, values in (("input", sess.get_inputs()), ("output", sess.get_outputs())):
         for v in values:
             if v.type not in runtime.NUMERIC_TYPES:

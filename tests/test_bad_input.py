@@ -391,7 +391,7 @@ def test_validate_runs_models_whose_input_is_not_float(workspace, input_type, ta
 
 
 @pytest.mark.parametrize("kind,phrases", [
-    (dict(shape=("N", 4)), ("input 'x' has a dynamic shape",)),
+    (dict(shape=(1, "M")), ("input 'x' has a dynamic shape",)),  # only a dynamic batch axis is fixed for a run
     (dict(op="Relu", domain="com.example"), ("ONNX Runtime cannot run the model", "com.example")),
     (dict(op="Cast", output_type=8), ("output 'y' is of type tensor(string)",)),
     (dict(input_type=8, op="Identity", output_type=8), ("input 'x' is of type tensor(string)",)),
@@ -671,3 +671,13 @@ def test_damaged_report_of_an_earlier_finished_target(workspace, fashion_dir):
                              *common)
     hint = assert_refused(workspace, result, before, 9, "jetson-nano/report.json", "earlier, finished run")
     assert "--force" in hint
+
+
+def test_validate_runs_a_dynamic_batch_model_at_the_targets_batch(workspace):
+    """A symbolic first dimension is the batch axis: set to the target's batch (1 for x86-cpu), then run and timed."""
+    _onnx_model(workspace / "dynamic.onnx", shape=("N", 4))
+    result, _ = hwprune(workspace, "validate", "dynamic.onnx", "--target", "x86-cpu", "--budget-ms", "1000",
+                        "--profiles-dir", "profiles", "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["batch"] == 1 and found["dynamic_batch"] is True and found["latency_source"] == "measured"

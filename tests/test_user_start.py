@@ -374,3 +374,60 @@ def test_the_sequence_example_runs_on_3d_inputs(tmp_path, fashion_dir):
     report = json.loads((out / "report.json").read_text())
     assert report["numerics"]["max_abs_diff"] <= 1e-4 and report["pruned"]["macs"] < report["dense"]["macs"]
     assert set(report["dense"]["widths"]) >= {"encoder.0", "encoder.3", "encoder.6", "head.0"}
+
+
+# --- batch and dynamic shapes ------------------------------------------------------------------------------
+
+def test_a_dynamic_batch_export_runs_at_any_batch():
+    from hwprune import export
+    proto = export.export(LeNet300().eval(), torch.zeros(1, 1, 28, 28), dynamic_batch=True)
+    assert export.has_dynamic_batch(proto)
+    fixed = export.fixed_batch(proto, 8)
+    assert not export.has_dynamic_batch(fixed)
+    assert [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim] == [8, 1, 28, 28]
+
+
+@pytest.mark.slow
+def test_a_batch_8_target_measures_at_8_and_ships_a_dynamic_batch_model(tmp_path, fashion_dir):
+    """The table, the side-by-side timing and the budget at the target's batch (8); model.onnx with a dynamic
+    batch axis, checked against PyTorch at batches 1 and 8 and re-validated at 8 and at 1."""
+    x86 = (hwprune.paths.BUILTIN_TARGETS / "x86-cpu.toml").read_text()
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "x86-b8.toml").write_text(x86.replace('name = "x86-cpu"', 'name = "x86-b8"')
+                                                      .replace("batch = 1", "batch = 8"))
+    config = _config_file(tmp_path, """
+        seed = 0
+        [model]
+        factory = "lenet300"
+        [train]
+        epochs = 1
+        retrain_epochs = 0.5
+        [imp]
+        rounds = 1
+        [search]
+        trials = 4
+        val_samples = 256
+        [export]
+        dynamic_batch = true
+    """)
+    out, profiles = tmp_path / "out", tmp_path / "profiles"
+    common = ("--targets-dir", str(tmp_path / "targets"), "--profiles-dir", str(profiles))
+    result = hwprune_cli("--target", "x86-b8", "--config", str(config), "--limit", "1024", "--out", str(out),
+                         "--quiet", *common)
+    assert result.returncode in (0, 10), result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["target_settings"]["batch"] == 8 and report["export"] == {"dynamic_batch": True,
+                                                                            "latency_batch": 8}
+    assert report["numerics"]["batches"] == [1, 8] and report["numerics"]["max_abs_diff"] <= 1e-4
+    assert report["pruned"]["latency_source"] == "measured"
+    table = json.loads((profiles / "x86-cpu.json").read_text())["entries"]
+    assert table and all(json.loads(k)["inputs"][0][1][0] == 8 for k in table), "every kernel is measured at batch 8"
+    import onnx
+    dims = onnx.load(str(out / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]
+    assert "latency (batch 8)" in (out / "report.md").read_text()
+    for target, batch in (("x86-b8", 8), ("x86-cpu", 1)):
+        checked = hwprune_cli("validate", str(out / "model.onnx"), "--target", target, "--budget-ms", "1000",
+                              "--json", *common)
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout)["batch"] == batch
