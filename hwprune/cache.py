@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from hwprune import atomic, paths
+from hwprune import atomic, compute, paths
 from hwprune.config import ProjectConfig
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ def dense_key(config: ProjectConfig, model: nn.Module, data: tuple[Dataset, ...]
     recipe = {k: v for k, v in dataclasses.asdict(config.train).items()
               if k not in ("threads", "retrain_epochs", "distill", "distill_temperature")}  # not dense training
     material = {"format": FORMAT, "model": model_fingerprint(model), "data": data_fingerprint(data),
-                "train": recipe, "rewind_fraction": config.imp.rewind_fraction, "seed": config.seed,
+                "train": {**recipe, "device": compute.resolve(config.train).device.type},  # "auto" resolved
+                "metric": config.eval.metric,  # the entry keeps the dense network's score
+                "rewind_fraction": config.imp.rewind_fraction, "seed": config.seed,
                 "torch": torch.__version__}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -86,9 +86,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     warmup_fraction: float = 0.05
     threads: int = 2  # torch intra-op threads for training
-    # "bf16": convolutions and matmuls in bfloat16 under autocast (weights, BatchNorm and the optimiser stay
-    # float32); faster where the CPU has native bf16 (AVX512_BF16/AMX), slower where it is emulated.
-    precision: str = "fp32"
+    # Where training, retraining, BatchNorm re-estimation and the search's scoring run: "auto" (the first CUDA GPU
+    # when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+    # "bf16"/"fp16": convolutions and matmuls in bfloat16/float16 under autocast (weights, BatchNorm and the
+    # optimiser stay float32; fp16 only on a GPU, with loss scaling); "auto": bf16 (else fp16) on a GPU, fp32 on
+    # the CPU (bf16 pays only where the CPU has it natively, AVX512_BF16/AMX; elsewhere it is emulated, slower).
+    precision: str = "auto"
     # Retraining after pruning: weight of the distillation loss from the dense network (0: labels only) and
     # the softening temperature. Dense training never distils.
     distill: float = 0.5  # example CNN at 0.5x latency: +0.6 points over labels alone (README, Pareto)
@@ -273,7 +277,10 @@ def validate(config: ProjectConfig, where: str) -> None:
         (0 <= config.train.label_smoothing < 1, "[train] label_smoothing must be in [0, 1)"),
         (0 <= config.train.warmup_fraction < 1, "[train] warmup_fraction must be in [0, 1)"),
         (1 <= config.train.threads <= MAX_THREADS, f"[train] threads must be in [1, {MAX_THREADS}]"),
-        (config.train.precision in ("fp32", "bf16"), "[train] precision must be 'fp32' or 'bf16'"),
+        (config.train.precision in ("auto", "fp32", "bf16", "fp16"),
+         "[train] precision must be 'auto', 'fp32', 'bf16' or 'fp16'"),
+        (bool(re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", config.train.device)),
+         "[train] device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         (0 <= config.train.distill <= 1, "[train] distill must be in [0, 1]"),
         (config.train.distill_temperature > 0, "[train] distill_temperature must be > 0"),
         (config.imp.rounds >= 1, "[imp] rounds must be ≥ 1"),

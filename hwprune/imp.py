@@ -184,7 +184,7 @@ def _proxy_score(ticket: Ticket, dense: Dense, config: ProjectConfig, seed: int,
     def evaluate(widths: dict[str, int]) -> float:
         candidate = masks_for_widths(ticket, widths, dense.example, ignore)
         masked = graph.slim(ticket.model, dense.example, ticket.masks, candidate, ignore)
-        recalibrate_bn(masked, bn_batches)
+        recalibrate_bn(masked, bn_batches, goal.device)
         if tune_set is not None:
             train(masked, tune_set, config.train, 1, seed, teacher=dense.model, loss=goal.loss)
         return goal.score(masked, val_set, limit=config.search.val_samples)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from hwprune.compute import on_device, resolve
 from hwprune.config import ProjectConfig
 from hwprune.errors import HwpruneError, ModelError
 from hwprune.factories import load_callable
@@ -32,16 +33,17 @@ class Objective:
     metric_fn: MetricFn | None
     metric_name: str
     metric_spec: str  # "module:function", or "" for the built-in accuracy
+    device: torch.device = torch.device("cpu")  # where scoring runs ([train] device)
 
     def score(self, model: nn.Module, dataset: Dataset, limit: int | None = None) -> float:
         """The metric of `model` (in eval mode) on `dataset`, or on its first `limit` samples."""
         if self.metric_fn is None:
-            return accuracy(model, dataset, limit=limit)
+            return accuracy(model, dataset, limit=limit, device=self.device)
         if limit is not None and limit < len(dataset):
             dataset = Subset(dataset, range(limit))
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), on_device(model, self.device):
                 value = self.metric_fn(model, dataset)
         except HwpruneError:
             raise
@@ -67,7 +69,7 @@ def load(config: ProjectConfig) -> Objective:
     spec = config.eval.metric
     metric = load_callable(spec, config.base_dir, "[eval] metric", ModelError) if spec else None
     name = config.eval.metric_name or (spec.partition(":")[2] if spec else "accuracy")
-    return Objective(loss, metric, name, spec)
+    return Objective(loss, metric, name, spec, resolve(config.train).device)
 
 
 def _checked_loss(fn: LossFn, spec: str) -> LossFn:

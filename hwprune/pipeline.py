@@ -27,6 +27,7 @@ import torch
 from hwprune import (
     __version__,
     atomic,
+    compute,
     export,
     inputs,
     measure,
@@ -263,7 +264,7 @@ def _run(config: ProjectConfig, target: Target, options: RunOptions, progress: P
         breakdown=_breakdown(predictor, dense.widths, ticket.masks.widths()), model_name=config.model.factory,
         optimized_onnx=optimized,
         dense_source=dense.source(), metric=objective.load(config).describe(),
-        dynamic_batch=config.export.dynamic_batch,
+        dynamic_batch=config.export.dynamic_batch, training=compute.resolve(config.train).describe(),
         rewind=config.imp.rewind, rewind_iteration=dense.rewind_at, dense_iterations=dense.iterations,
         seconds=timings, host=provenance.host(), versions=provenance.versions(), onnx_path=folder.model_onnx,
         seed=config.seed,

@@ -70,6 +70,7 @@ class RunResult:
     onnx_path: Path
     seed: int
     channel_multiple: int
+    training: dict[str, str] = field(default_factory=dict)  # where torch trained and scored: device, name, precision
     dynamic_batch: bool = False  # model.onnx has a symbolic batch axis (latencies are still at the target's batch)
     # how accuracies were scored: the metric's name and function, and the training loss
     metric: dict[str, str] = field(default_factory=lambda: {"name": "accuracy", "function": "built-in top-1 accuracy",

@@ -140,6 +140,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "dense_training": result.dense_source,
         "metric": result.metric,
         "export": {"dynamic_batch": result.dynamic_batch, "latency_batch": t.batch},
+        **({"training": result.training} if result.training else {}),
         "latency_breakdown": result.breakdown,
         "imp": {"rewind": result.rewind, "rewind_iteration": result.rewind_iteration,
                 "dense_iterations": result.dense_iterations,
@@ -262,6 +263,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         *([f"- {md_code(report['onnx'])} has a dynamic batch axis; every latency here is at batch "
            f"{report['export']['latency_batch']}."] if (report.get("export") or {}).get("dynamic_batch") else []),
         f"- Dense network: {_dense_source(report['dense_training'])}.",
+        *([f"- Trained and scored on {md_text(report['training']['device'])} ({md_text(report['training']['name'])}, "
+           f"{md_text(report['training']['precision'])})."] if report.get("training") else []),
         *([_objective_words(report["metric"])] if report.get("metric") else []),
         *([f"- ONNX Runtime's offline-optimised model: {md_code(report['optimized_onnx']['file'])} (level "
            f"`{report['optimized_onnx']['graph_optimization']}`)."] if report.get("optimized_onnx") else []),

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hwprune import atomic, faults
+from hwprune.compute import Compute, on_device, resolve, to_device
 from hwprune.config import TrainConfig
 from hwprune.errors import DataError, OutputError
 from hwprune.inputs import call
@@ -65,15 +66,18 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float
     sequences) are left as they are.
     """
     torch.manual_seed(seed)
+    compute = resolve(config)
     data = loader(dataset, config.batch_size, shuffle=True, seed=seed)
     total = max(1, round(epochs * len(data)))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
-                                weight_decay=config.weight_decay)
-    loss_of = _loss(config, teacher) if loss is None else _autocast(loss, config)
-    model.train()
-    step = 0
     if snapshot is not None and snapshot.at == 0:
         snapshot.take(copy.deepcopy(model))
+    model.to(compute.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+                                weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.autocast == torch.float16)
+    loss_of = _loss(compute, config, teacher) if loss is None else _autocast(loss, compute)
+    model.train()
+    step = 0
     model.to(memory_format=torch.channels_last)
     snapshot_state: dict[str, torch.Tensor] | None = None  # θ_k, once taken (saved with each checkpoint)
     if resume_file is not None and resume_file.exists():
@@ -87,13 +91,14 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total, config)
                 optimizer.zero_grad(set_to_none=True)
-                value = loss_of(model, _channels_last(batch))
-                value.backward()
-                optimizer.step()
+                value = loss_of(model, to_device(_channels_last(batch), compute.device))
+                scaler.scale(value).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 step += 1
                 bar.advance(1, f"loss {float(value.detach()):.3f}")
                 if snapshot is not None and step == snapshot.at:
-                    taken = _default_layout(copy.deepcopy(model))
+                    taken = _default_layout(copy.deepcopy(model).cpu())
                     snapshot_state = taken.state_dict()
                     snapshot.take(taken)
                 if fault_label:
@@ -101,7 +106,7 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: float
             else:
                 if resume_file is not None and step < total:
                     _save(resume_file, step, model, optimizer, data, snapshot_state)
-    _default_layout(model).eval()
+    _default_layout(model.cpu()).eval()
 
 
 def _channels_last(batch: Any) -> Any:
@@ -113,26 +118,32 @@ def _channels_last(batch: Any) -> Any:
     return batch
 
 
-def _autocast(loss: Callable[[nn.Module, Any], torch.Tensor], config: TrainConfig
+def _autocast(loss: Callable[[nn.Module, Any], torch.Tensor], compute: Compute
               ) -> Callable[[nn.Module, Any], torch.Tensor]:
     def loss_of(model: nn.Module, batch: Any) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        with _autocast_on(compute):
             return loss(model, batch)
 
     return loss_of
 
 
-def _loss(config: TrainConfig, teacher: nn.Module | None) -> Callable[[nn.Module, Any], torch.Tensor]:
+def _autocast_on(compute: Compute) -> torch.autocast:
+    return torch.autocast(compute.device.type, dtype=compute.autocast or torch.bfloat16,
+                          enabled=compute.autocast is not None)
+
+
+def _loss(compute: Compute, config: TrainConfig, teacher: nn.Module | None
+          ) -> Callable[[nn.Module, Any], torch.Tensor]:
     """The training loss of one batch: cross-entropy, blended with distillation from `teacher` when
-    `config.distill` > 0, under bfloat16 autocast when `config.precision` is "bf16"."""
+    `config.distill` > 0, under autocast when the precision asks for it (compute.py)."""
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     distill = config.distill if teacher is not None else 0.0
     if distill:
-        teacher = copy.deepcopy(teacher).eval().to(memory_format=torch.channels_last)
+        teacher = copy.deepcopy(teacher).eval().to(compute.device).to(memory_format=torch.channels_last)
 
     def loss_of(model: nn.Module, batch: Any) -> torch.Tensor:
         inputs, labels = batch
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        with _autocast_on(compute):
             logits = call(model, inputs)
             _check_labels(labels, logits)
             loss = criterion(logits, labels)
@@ -204,20 +215,22 @@ def _default_layout(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512, limit: int | None = None) -> float:
-    """Top-1 accuracy (fraction) on `dataset` (its first `limit` items when given)."""
+def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512, limit: int | None = None,
+             device: torch.device | None = None) -> float:
+    """Top-1 accuracy (fraction) on `dataset` (its first `limit` items when given), computed on `device`."""
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
-    model.eval()
     correct = total = 0
-    for inputs, labels in loader(dataset, batch_size, shuffle=False, seed=0):
-        correct += int((call(model, inputs).argmax(1) == labels).sum())
-        total += len(labels)
+    with on_device(model.eval(), device):
+        for inputs, labels in loader(dataset, batch_size, shuffle=False, seed=0):
+            predicted = call(model, to_device(inputs, device or torch.device("cpu"))).argmax(1).cpu()
+            correct += int((predicted == labels).sum())
+            total += len(labels)
     return correct / max(total, 1)
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: list[Any]) -> nn.Module:
+def recalibrate_bn(model: nn.Module, batches: list[Any], device: torch.device | None = None) -> nn.Module:
     """Re-estimate BatchNorm running statistics on `batches` (cumulative average), in place.
 
     Pruning shifts activation statistics; re-estimating them makes the masked network's accuracy a cheap,
@@ -232,8 +245,9 @@ def recalibrate_bn(model: nn.Module, batches: list[Any]) -> nn.Module:
         m.momentum = None
     model.train()
     try:
-        for x in batches:
-            call(model, x)
+        with on_device(model, device):
+            for x in batches:
+                call(model, to_device(x, device or torch.device("cpu")))
     finally:
         for m, momentum in saved:
             m.momentum = momentum

@@ -431,3 +431,23 @@ def test_a_batch_8_target_measures_at_8_and_ships_a_dynamic_batch_model(tmp_path
                               "--json", *common)
         assert checked.returncode == 0, checked.stderr
         assert json.loads(checked.stdout)["batch"] == batch
+
+
+# --- where torch trains ------------------------------------------------------------------------------------
+
+def test_training_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused_then():
+    from hwprune import compute
+    if torch.cuda.is_available():
+        pytest.skip("this host has a CUDA GPU: the refusal is for hosts without one")
+    found = compute.resolve(TrainConfig())
+    assert found.device.type == "cpu" and found.autocast is None  # auto precision: fp32 on the CPU
+    assert compute.resolve(TrainConfig(precision="bf16")).autocast == torch.bfloat16
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        compute.resolve(TrainConfig(device="cuda:1"))
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        compute.resolve(TrainConfig(device="cpu", precision="fp16"))
+
+
+def test_a_bad_device_name_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        load_config(_config_file(tmp_path, '[train]\ndevice = "gpu0"\n'))
