@@ -25,7 +25,8 @@ LAYERS = {
                 "hwprune.numerics", "hwprune.profiles", "hwprune.analytic", "hwprune.onnxgraph", "hwprune.runtime",
                 "hwprune.timing", "hwprune.device", "hwprune.remote", "hwprune.agent",
                 "hwprune.cache", "hwprune.state", "hwprune.factories", "hwprune.report",
-                "hwprune.data.fashion_mnist", "hwprune.models.example_cnn", "hwprune.models.resnet",
+                "hwprune.data.fashion_mnist", "hwprune.data.arrays", "hwprune.data.image_folder",
+                "hwprune.data.splits", "hwprune.models.example_cnn", "hwprune.models.resnet",
                 "hwprune.models.mobilenet_v2"],
     "foundations": ["hwprune", "hwprune.config", "hwprune.targets", "hwprune.records", "hwprune.progress",
                     "hwprune.prune.masks", "hwprune.faults", "hwprune.atomic", "hwprune.provenance", "hwprune.paths",
@@ -36,7 +37,7 @@ RANK = {module: rank for rank, modules in enumerate(reversed(LAYERS.values())) f
 # Each heavy library (or the part of one) enters hwprune through exactly one module.
 GATEWAYS = {"optuna": "hwprune.search", "onnxruntime": "hwprune.timing", "torch_pruning": "hwprune.prune.graph",
             "torch.onnx": "hwprune.export", "sqlalchemy": "hwprune.search", "matplotlib": "hwprune.compare",
-            "jsonschema": "hwprune.report"}
+            "jsonschema": "hwprune.report", "PIL": "hwprune.data.image_folder"}
 
 
 def _module_name(path: Path) -> str:
