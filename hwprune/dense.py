@@ -1,5 +1,6 @@
-"""The dense stage: build the user's model and data from their factories and train densely (keeping θ_k, the
-weights at the rewind point), or load that result from the dense cache or the run's saved state."""
+"""The dense stage: build the user's model and data (from their factories, an .npz file or an image folder) and
+train densely (keeping θ_k, the weights at the rewind point), or load that result from the dense cache or the
+run's saved state."""
 
 from __future__ import annotations
 
@@ -62,11 +63,10 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
     """Build model and data and train densely, keeping the weights at the rewind point; or load that result
     from the dense cache (or the run's state) when model, data, recipe and seed are unchanged. With a run
     state, training checkpoints every epoch there and resumes from it. `data_limit` caps every split."""
-    data = factories.build_data(config.data.factory, config.base_dir, data_dir or config.data.data_dir or None,
-                                config.seed)
+    data = factories.build_data(config.data, config.base_dir, data_dir or config.data.data_dir or None, config.seed)
     if data_limit:
         data = tuple(torch.utils.data.Subset(d, range(min(data_limit, len(d)))) for d in data)
-    factories.check_samples(data, config.model.input_shape, config.data.factory)
+    factories.check_samples(data, config.model.input_shape, factories.describe_data(config.data))
     model, example = build_model(config, batch)
     widths = channel_widths(model, example, config)
     train_set, _, test_set = data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hwprune import models
+from hwprune.config import DataSpec
 from hwprune.errors import ConfigError, DataError, HwpruneError, ModelError
+
+log = logging.getLogger(__name__)
 
 
 def load_callable(spec: str, base_dir: str, what: str, error: type[HwpruneError]) -> Callable[..., Any]:
@@ -71,15 +75,16 @@ def check_input(model: nn.Module, example: torch.Tensor, spec: str) -> None:
         model.train(training)
 
 
-def check_samples(data: tuple[Dataset, ...], input_shape: tuple[int, ...], spec: str) -> None:
-    """The data's samples have the shape [model] input_shape promises (without the batch dimension)."""
+def check_samples(data: tuple[Dataset, ...], input_shape: tuple[int, ...], source: str) -> None:
+    """The data's samples have the shape [model] input_shape promises (without the batch dimension).
+    `source` names the data in messages, e.g. "factory 'my_data:build'" (see describe_data)."""
     try:
         sample = data[0][0]
     except Exception as exc:
-        raise DataError(f"data factory '{spec}': reading the first training sample failed ({type(exc).__name__}: "
+        raise DataError(f"data {source}: reading the first training sample failed ({type(exc).__name__}: "
                         f"{exc})", hint="the dataset's __getitem__ must return (input tensor, class index)") from None
     if not (isinstance(sample, tuple | list) and len(sample) == 2 and isinstance(sample[0], torch.Tensor)):
-        raise DataError(f"data factory '{spec}': a sample must be (input tensor, class index), got "
+        raise DataError(f"data {source}: a sample must be (input tensor, class index), got "
                         f"{type(sample).__name__}", hint="return (input, label) pairs from the datasets")
     if tuple(sample[0].shape) != tuple(input_shape[1:]):
         raise ConfigError(f"[model] input_shape {list(input_shape)} does not match the data: its samples have shape "
@@ -87,7 +92,36 @@ def check_samples(data: tuple[Dataset, ...], input_shape: tuple[int, ...], spec:
                           hint=f"set [model] input_shape = {[1, *sample[0].shape]}")
 
 
-def build_data(spec: str, base_dir: str, data_dir: str | None, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+def data_path(value: str, base_dir: str) -> Path:
+    """A data path from the config: relative ones are resolved from the config file's folder, as factories are."""
+    return Path(base_dir) / Path(value).expanduser()
+
+
+def describe_data(data: DataSpec) -> str:
+    """How messages name the data source."""
+    if data.npz:
+        return f"npz file '{data.npz}'"
+    if data.image_folder:
+        return f"image folder '{data.image_folder}'"
+    return f"factory '{data.factory}'"
+
+
+def build_data(data: DataSpec, base_dir: str, data_dir: str | None, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, val, test) from the configured source: an .npz file, an image folder, or the data factory."""
+    if data.npz or data.image_folder:
+        if data_dir:
+            log.warning("--data-dir %s is for a data factory; ignored with [data] %s", data_dir,
+                        "npz" if data.npz else "image_folder")
+        if data.npz:
+            from hwprune.data import arrays
+            return arrays.build(data_path(data.npz, base_dir), seed)
+        from hwprune.data import image_folder  # Pillow is loaded only for image folders
+        return image_folder.build(data_path(data.image_folder, base_dir), seed)
+    return build_factory_data(data.factory, base_dir, data_dir, seed)
+
+
+def build_factory_data(spec: str, base_dir: str, data_dir: str | None, seed: int
+                       ) -> tuple[Dataset, Dataset, Dataset]:
     result = _call(load_callable(spec, base_dir, "data", DataError), spec, "data", DataError,
                    data_dir=data_dir, seed=seed)
     if not (isinstance(result, tuple | list) and len(result) == 3):
