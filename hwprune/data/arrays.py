@@ -41,6 +41,12 @@ class ArrayDataset(Dataset):
         return self.x[i], self.y[i]
 
 
+def _line(exc: BaseException) -> str:
+    """An exception's text as one line: error messages are one line."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def read(path: Path) -> dict[str, np.ndarray]:
     """Every array in the file, read eagerly, so a damaged member is found now rather than mid-training."""
     try:
@@ -51,7 +57,7 @@ def read(path: Path) -> dict[str, np.ndarray]:
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, not an .npz file", hint="check [data] npz") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        reason = "it holds pickled data, which is never loaded" if "pickled" in str(exc) else exc
+        reason = "it holds pickled data, which is never loaded" if "pickled" in str(exc) else _line(exc)
         raise DataError(f"cannot read {path} as a NumPy .npz file ({reason})", hint=HINT) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path} holds a single .npy array, not named arrays (.npz)", hint=HINT)
@@ -64,9 +70,9 @@ def read(path: Path) -> dict[str, np.ndarray]:
                 if "allow_pickle" in str(exc):
                     raise DataError(f"{path}: array '{name}' holds Python objects (dtype=object), which are never "
                                     "loaded (they would need pickle)", hint="store numbers: " + HINT) from None
-                raise DataError(f"{path}: array '{name}' is corrupt ({exc})", hint=HINT) from None
+                raise DataError(f"{path}: array '{name}' is corrupt ({_line(exc)})", hint=HINT) from None
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                raise DataError(f"{path}: array '{name}' is corrupt ({exc})", hint=HINT) from None
+                raise DataError(f"{path}: array '{name}' is corrupt ({_line(exc)})", hint=HINT) from None
             if not isinstance(value, np.ndarray):
                 raise DataError(f"{path}: member '{name}' is not a NumPy array", hint=HINT)
             arrays[name] = value

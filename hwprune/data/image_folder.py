@@ -126,7 +126,8 @@ def _decode(path: Path) -> tuple[np.ndarray, str]:
     except DataError:
         raise
     except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, … on damaged files
-        raise DataError(f"{path}: cannot decode the image ({type(exc).__name__}: {exc})",
+        text = str(exc).strip().splitlines()
+        raise DataError(f"{path}: cannot decode the image ({type(exc).__name__}: {text[0] if text else ''})",
                         hint="replace or remove the file") from None
 
 
