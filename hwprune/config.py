@@ -65,12 +65,27 @@ class ModelSpec:
         return bool(self.weights) or self.pretrained
 
 
+DEFAULT_DATA_FACTORY = "hwprune.data.fashion_mnist:build"
+
+
 @dataclass(frozen=True)
 class DataSpec:
-    """`factory` is "module:function" returning (train, val, test) datasets of (input, class index)."""
+    """Where the data come from: one of `factory` ("module:function" returning (train, val, test) datasets of
+    (input, class index)), `npz` or `image_folder` (data without code; README 'Data without code')."""
 
-    factory: str = "hwprune.data.fashion_mnist:build"
+    factory: str = DEFAULT_DATA_FACTORY
     data_dir: str = ""  # passed to the factory as `data_dir` when set; "" lets the factory choose
+    # A NumPy .npz file with x_train, y_train (and optionally x_val, y_val, x_test, y_test); relative paths
+    # are resolved from the config file's folder.
+    npz: str = ""
+    # A folder with one subfolder of images per class (optionally inside train/, val/, test/); relative
+    # paths are resolved from the config file's folder.
+    image_folder: str = ""
+
+    def sources(self) -> list[str]:
+        """The data sources set: the factory counts only when it is not the built-in example's."""
+        return [name for name, on in (("factory", self.factory != DEFAULT_DATA_FACTORY), ("npz", bool(self.npz)),
+                                      ("image_folder", bool(self.image_folder))) if on]
 
 
 @dataclass(frozen=True)
@@ -307,6 +322,13 @@ def validate(config: ProjectConfig, where: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}", hint="see README 'Your own model' for the allowed values")
+    sources = config.data.sources()
+    if len(sources) > 1:
+        raise ConfigError(f"{where}: [data] sets {' and '.join(sources)}: set one data source",
+                          hint="keep one of [data] factory, npz or image_folder (README 'Data without code')")
+    if config.data.data_dir and sources and sources[0] != "factory":
+        raise ConfigError(f"{where}: [data] data_dir is for a data factory, not for [data] {sources[0]}",
+                          hint=f"remove data_dir; [data] {sources[0]} is the path to the data")
     _validate_inputs(config.model, where)
     if config.model.trained and config.imp.rewind == "weights":
         raise ConfigError(f"{where}: [imp] rewind = 'weights' resets survivors to θ_k, weights from early in the "

@@ -1,6 +1,7 @@
-"""The dense stage: build the user's model and data from their factories and train densely (keeping θ_k, the
-weights at the rewind point), or load that result from the dense cache or the run's saved state; or, when
-the user brings trained weights (`[model] weights` / `pretrained`), load and score them without training."""
+"""The dense stage: build the user's model and data (from their factories, an .npz file or an image folder)
+and train densely (keeping θ_k, the weights at the rewind point), or load that result from the dense cache or
+the run's saved state; or, when the user brings trained weights (`[model] weights` / `pretrained`), load and
+score them without training."""
 
 from __future__ import annotations
 
@@ -79,11 +80,10 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
     """Build model and data and train densely, keeping the weights at the rewind point; or load that result
     from the dense cache (or the run's state) when model, data, recipe and seed are unchanged. With a run
     state, training checkpoints every epoch there and resumes from it. `data_limit` caps every split."""
-    data = factories.build_data(config.data.factory, config.base_dir, data_dir or config.data.data_dir or None,
-                                config.seed)
+    data = factories.build_data(config.data, config.base_dir, data_dir or config.data.data_dir or None, config.seed)
     if data_limit:
         data = tuple(torch.utils.data.Subset(d, range(min(data_limit, len(d)))) for d in data)
-    factories.check_samples(data, config.model.input_specs, config.data.factory)
+    factories.check_samples(data, config.model.input_specs, factories.describe_data(config.data))
     score = objective.load(config).score
     if config.model.trained:
         return _pretrained(config, batch, data, score, progress)

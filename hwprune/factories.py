@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hwprune import inputs, models
-from hwprune.config import InputSpec
+from hwprune.config import DataSpec, InputSpec
 from hwprune.errors import ConfigError, DataError, HwpruneError, ModelError
+
+log = logging.getLogger(__name__)
 
 
 def load_callable(spec: str, base_dir: str, what: str, error: type[HwpruneError]) -> Callable[..., Any]:
@@ -76,17 +79,18 @@ def check_input(model: nn.Module, example: inputs.Example, spec: str) -> None:
         model.train(training)
 
 
-def check_samples(data: tuple[Dataset, ...], specs: tuple[InputSpec, ...], spec: str) -> None:
+def check_samples(data: tuple[Dataset, ...], specs: tuple[InputSpec, ...], source: str) -> None:
     """The data's samples hold the inputs [model] input_shape (or [model.inputs]) promises: as many, of the same
-    shapes without the batch dimension, and floating point where the model takes floats, integers where ids."""
+    shapes without the batch dimension, and floating point where the model takes floats, integers where ids.
+    `source` names the data in messages, e.g. "factory 'my_data:build'" (see describe_data)."""
     try:
         sample = data[0][0]
     except Exception as exc:
-        raise DataError(f"data factory '{spec}': reading the first training sample failed ({type(exc).__name__}: "
+        raise DataError(f"data {source}: reading the first training sample failed ({type(exc).__name__}: "
                         f"{exc})", hint="the dataset's __getitem__ must return (input tensor, target)") from None
     given = inputs.args(sample[0]) if isinstance(sample, tuple | list) and len(sample) == 2 else ()
     if not given or not all(isinstance(t, torch.Tensor) for t in given):
-        raise DataError(f"data factory '{spec}': a sample must be (input tensor, target), or (tuple of input "
+        raise DataError(f"data {source}: a sample must be (input tensor, target), or (tuple of input "
                         f"tensors, target) for several inputs; got {type(sample).__name__}",
                         hint="return (input, label) pairs from the datasets")
     if len(given) != len(specs):
@@ -98,14 +102,44 @@ def check_samples(data: tuple[Dataset, ...], specs: tuple[InputSpec, ...], spec:
             what = f"input '{s.name}' {list(s.shape)}" if several else f"input_shape {list(s.shape)}"
             raise ConfigError(f"[model] {what} does not match the data: its samples have shape {list(t.shape)} "
                               "(without the batch dimension)",
-                              hint=f"set the shape to {[1, *t.shape]}")
+                              hint=f"set [model.inputs] {s.name} shape = {[1, *t.shape]}" if several
+                              else f"set [model] input_shape = {[1, *t.shape]}")
         if t.dtype.is_floating_point != s.dtype.startswith("float"):
             raise ConfigError(f"[model] input '{s.name}' is {s.dtype} but the data's samples hold "
                               f"{str(t.dtype).removeprefix('torch.')}",
                               hint="give the input its dtype in [model.inputs] (e.g. dtype = \"int64\" for ids)")
 
 
-def build_data(spec: str, base_dir: str, data_dir: str | None, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+def data_path(value: str, base_dir: str) -> Path:
+    """A data path from the config: relative ones are resolved from the config file's folder, as factories are."""
+    return Path(base_dir) / Path(value).expanduser()
+
+
+def describe_data(data: DataSpec) -> str:
+    """How messages name the data source."""
+    if data.npz:
+        return f"npz file '{data.npz}'"
+    if data.image_folder:
+        return f"image folder '{data.image_folder}'"
+    return f"factory '{data.factory}'"
+
+
+def build_data(data: DataSpec, base_dir: str, data_dir: str | None, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, val, test) from the configured source: an .npz file, an image folder, or the data factory."""
+    if data.npz or data.image_folder:
+        if data_dir:
+            log.warning("--data-dir %s is for a data factory; ignored with [data] %s", data_dir,
+                        "npz" if data.npz else "image_folder")
+        if data.npz:
+            from hwprune.data import arrays
+            return arrays.build(data_path(data.npz, base_dir), seed)
+        from hwprune.data import image_folder  # Pillow is loaded only for image folders
+        return image_folder.build(data_path(data.image_folder, base_dir), seed)
+    return build_factory_data(data.factory, base_dir, data_dir, seed)
+
+
+def build_factory_data(spec: str, base_dir: str, data_dir: str | None, seed: int
+                       ) -> tuple[Dataset, Dataset, Dataset]:
     result = _call(load_callable(spec, base_dir, "data factory", DataError), spec, "data", DataError,
                    data_dir=data_dir, seed=seed)
     if not (isinstance(result, tuple | list) and len(result) == 3):

@@ -26,6 +26,7 @@ LAYERS = {
                 "hwprune.timing", "hwprune.device", "hwprune.remote", "hwprune.agent",
                 "hwprune.cache", "hwprune.state", "hwprune.factories", "hwprune.report", "hwprune.objective",
                 "hwprune.weights", "hwprune.inputs", "hwprune.compute", "hwprune.data.fashion_mnist",
+                "hwprune.data.arrays", "hwprune.data.image_folder", "hwprune.data.splits",
                 "hwprune.models.example_cnn", "hwprune.models.resnet", "hwprune.models.mobilenet_v2",
                 "hwprune.models.lenet"],
     "foundations": ["hwprune", "hwprune.config", "hwprune.targets", "hwprune.records", "hwprune.progress",
@@ -37,7 +38,7 @@ RANK = {module: rank for rank, modules in enumerate(reversed(LAYERS.values())) f
 # Each heavy library (or the part of one) enters hwprune through exactly one module.
 GATEWAYS = {"optuna": "hwprune.search", "onnxruntime": "hwprune.timing", "torch_pruning": "hwprune.prune.graph",
             "torch.onnx": "hwprune.export", "sqlalchemy": "hwprune.search", "matplotlib": "hwprune.compare",
-            "jsonschema": "hwprune.report"}
+            "jsonschema": "hwprune.report", "PIL": "hwprune.data.image_folder"}
 
 
 def _module_name(path: Path) -> str:

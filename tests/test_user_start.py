@@ -358,9 +358,9 @@ def test_inputs_that_do_not_match_the_data_are_named(tmp_path, declared, message
     text = TWO_INPUTS.replace('[model.inputs]\nids = { shape = [1, 12], dtype = "int64" }\nmeta = { shape = [1, 8] }',
                               declared)
     config = load_config(_two_inputs(tmp_path, text))
-    data = factories.build_data(config.data.factory, config.base_dir, None, 0)
+    data = factories.build_data(config.data, config.base_dir, None, 0)
     with pytest.raises(ConfigError) as caught:
-        factories.check_samples(data, config.model.input_specs, config.data.factory)
+        factories.check_samples(data, config.model.input_specs, factories.describe_data(config.data))
     assert message in caught.value.message
 
 
