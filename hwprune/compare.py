@@ -70,7 +70,8 @@ def rows(c: Comparison) -> list[dict[str, str]]:
             "speedup": f"{r['speedup']:.2f}×" if r["speedup"] else "—",
             "budget": f"{r['budget_ms']:.4f} ms ({r['target_settings']['budget']}): "
                       f"{'met' if r['budget_met'] else 'NOT met'}",
-            "accuracy": f"{d['accuracy']:.4f} → {p['accuracy']:.4f}",
+            "accuracy": (f"{d['accuracy']:.4f} → {p['accuracy']:.4f}"
+                         + ("" if _metric(r) == "accuracy" else f" ({_metric(r)})")),
             "MACs": f"{d['macs'] / 1e6:.2f}M → {p['macs'] / 1e6:.2f}M",
             "params": f"{d['params'] / 1e3:.1f}k → {p['params'] / 1e3:.1f}k",
             "channel step": str(r["target_settings"]["channel_multiple"]),
@@ -119,6 +120,11 @@ def plot_breakdown(c: Comparison, path: Path) -> None:
     _save(fig, path)
 
 
+def _metric(report: dict) -> str:
+    """What a report's accuracy figures are (its [eval] metric; top-1 accuracy by default)."""
+    return (report.get("metric") or {}).get("name", "accuracy")
+
+
 def plot_accuracy_latency(c: Comparison, path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -135,7 +141,7 @@ def plot_accuracy_latency(c: Comparison, path: Path) -> None:
         ax.axvline(r["budget_ms"], color=color, linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale; dotted: budget; hollow: dense, filled: pruned)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test " + " / ".join(dict.fromkeys(_metric(r) for r in c.reports)))
     ax.set_title("Accuracy against latency per target")
     _legend(ax, entries, fontsize=8)
     ax.grid(alpha=0.3, which="both")

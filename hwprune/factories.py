@@ -104,10 +104,14 @@ def check_samples(data: tuple[Dataset, ...], specs: tuple[InputSpec, ...], sourc
                               "(without the batch dimension)",
                               hint=f"set [model.inputs] {s.name} shape = {[1, *t.shape]}" if several
                               else f"set [model] input_shape = {[1, *t.shape]}")
+        held = str(t.dtype).removeprefix("torch.")
         if t.dtype.is_floating_point != s.dtype.startswith("float"):
-            raise ConfigError(f"[model] input '{s.name}' is {s.dtype} but the data's samples hold "
-                              f"{str(t.dtype).removeprefix('torch.')}",
+            raise ConfigError(f"[model] input '{s.name}' is {s.dtype} but the data's samples hold {held}",
                               hint="give the input its dtype in [model.inputs] (e.g. dtype = \"int64\" for ids)")
+        if t.dtype.is_floating_point and held != s.dtype:  # float64 samples into float32 layers fail mid-training
+            raise DataError(f"data {source}: input '{s.name}' samples are {held}, the model takes {s.dtype}",
+                            hint=f"convert them in the dataset (e.g. torch.from_numpy(x).float()), or declare "
+                                 f"dtype = \"{held}\" in [model.inputs] if the model computes in it")
 
 
 def data_path(value: str, base_dir: str) -> Path:

@@ -184,13 +184,19 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, dat
 
 
 def _check_labels(labels: torch.Tensor, logits: torch.Tensor) -> None:
-    """Labels are the user's data: class indices within the model's outputs, or cross-entropy fails deep
-    inside torch (an IndexError, or a dtype error for float labels)."""
-    classes = logits.shape[-1]
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
-        raise DataError(f"training labels must be class indices (a 1-D integer tensor per batch), got "
-                        f"{labels.dtype} of shape {list(labels.shape)}",
-                        hint="the dataset's __getitem__ must return (input tensor, class index)")
+    """Labels are the user's data: class indices within the model's outputs (one per sample, or one per pixel
+    for [N, C, H, W] outputs), or cross-entropy fails deep inside torch (an IndexError, or a dtype error for
+    float labels)."""
+    if (not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool
+            or logits.dim() < 2 or labels.dim() != logits.dim() - 1):
+        what = (f"{labels.dtype} of shape {list(labels.shape)}" if isinstance(labels, torch.Tensor)
+                else type(labels).__name__)
+        raise DataError(f"the default loss is cross-entropy on class indices (an integer per sample, or per pixel "
+                        f"of [N, C, H, W] outputs): the model gives outputs of shape {list(logits.shape)}, the data "
+                        f"targets {what}",
+                        hint="for regression or another task set [train] loss (and [eval] metric) to your own; "
+                             "for classification return (input, class index) from the datasets")
+    classes = logits.shape[1]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
         raise DataError(f"a training label is {bad}, outside the model's {classes} classes (0..{classes - 1})",
@@ -220,12 +226,12 @@ def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512, limit: i
     """Top-1 accuracy (fraction) on `dataset` (its first `limit` items when given), computed on `device`."""
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
-    correct = total = 0
+    correct = total = 0  # per sample, or per pixel for [N, C, H, W] outputs (segmentation)
     with on_device(model.eval(), device):
         for inputs, labels in loader(dataset, batch_size, shuffle=False, seed=0):
             predicted = call(model, to_device(inputs, device or torch.device("cpu"))).argmax(1).cpu()
             correct += int((predicted == labels).sum())
-            total += len(labels)
+            total += labels.numel()
     return correct / max(total, 1)
 
 

@@ -49,10 +49,24 @@ def test_distillation_pulls_the_student_towards_the_teacher_not_the_labels():
 @pytest.mark.parametrize("labels, phrase", [
     (torch.full((8,), 12), "a training label is 12, outside the model's 10 classes"),
     (torch.full((8,), -1), "a training label is -1"),
-    (torch.zeros(8), "must be class indices"),  # float labels: torch's dtype error before
+    (torch.zeros(8), "the default loss is cross-entropy on class indices"),  # float labels: torch's dtype error
+    (torch.zeros(8, 2, dtype=torch.long), "targets torch.int64 of shape \\[4, 2\\]"),  # per-pixel, but no pixels
 ])
 def test_labels_outside_the_model_are_a_data_error(cnn, labels, phrase):
     from hwprune.errors import DataError
     data = torch.utils.data.TensorDataset(torch.rand(8, 1, 28, 28), labels)
     with pytest.raises(DataError, match=phrase):
         train(cnn, data, TrainConfig(batch_size=4), 1, 0)
+
+
+def test_per_pixel_class_indices_train_and_score_a_segmentation_network():
+    """[N, C, H, W] outputs with [N, H, W] integer targets: the default cross-entropy and accuracy work per pixel."""
+    from hwprune.train import accuracy
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 1))
+    x = torch.rand(16, 1, 6, 6)
+    y = (x[:, 0] * 3).long().clamp(max=2)  # the class is the brightness band of each pixel
+    data = torch.utils.data.TensorDataset(x, y)
+    before = accuracy(net, data)
+    train(net, data, TrainConfig(batch_size=8, lr=0.1, distill=0.0), 20, 0)
+    assert accuracy(net, data) > max(before, 0.6)

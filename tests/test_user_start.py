@@ -451,3 +451,25 @@ def test_training_device_auto_is_the_cpu_without_a_gpu_and_cuda_is_refused_then(
 def test_a_bad_device_name_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         load_config(_config_file(tmp_path, '[train]\ndevice = "gpu0"\n'))
+
+
+def test_a_factory_that_returns_trained_weights_is_not_trained_again(tmp_path, fashion_dir):
+    """`[model] pretrained = true`: the factory's weights are the dense network, scored, not trained."""
+    torch.manual_seed(5)
+    given = LeNet300()
+    torch.save(given.state_dict(), tmp_path / "given.pt")
+    (tmp_path / "trained_factory.py").write_text(
+        "import torch\nfrom hwprune.models.lenet import LeNet300\n\n\ndef build():\n    model = LeNet300()\n"
+        "    model.load_state_dict(torch.load('given.pt', weights_only=True))\n    return model\n")
+    config = ProjectConfig(model=ModelSpec(factory="trained_factory:build", pretrained=True),
+                           base_dir=str(tmp_path))
+    import os
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        dense = hwprune.train_dense(config, 1, hwprune_null_progress(), data_limit=256)
+    finally:
+        os.chdir(cwd)
+    assert dense.origin == "factory" and dense.iterations == 0 and dense.training_seconds == 0
+    assert all(torch.equal(a, b) for a, b in zip(given.state_dict().values(), dense.model.state_dict().values()))
+    assert dense.source()["origin"] == "factory"
