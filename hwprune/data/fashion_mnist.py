@@ -89,12 +89,16 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = self.images[i].float().div_(255.0).unsqueeze(0)
-        if self.augment:
-            flip, dy, dx = torch.randint(0, 5, (3,)).tolist()
-            if flip % 2:
-                x = x.flip(-1)
-            x = torch.nn.functional.pad(x, (2, 2, 2, 2))[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
-        return x, int(self.labels[i])
+        return (flip_and_shift(x) if self.augment else x), int(self.labels[i])
+
+
+def flip_and_shift(x: torch.Tensor) -> torch.Tensor:
+    """Light augmentation of a [C, H, W] image: a horizontal flip half the time, a shift of up to 2 pixels
+    (zero-filled), drawn from torch's global RNG."""
+    flip, dy, dx = torch.randint(0, 5, (3,)).tolist()
+    if flip % 2:
+        x = x.flip(-1)
+    return torch.nn.functional.pad(x, (2, 2, 2, 2))[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
 
 
 def load_arrays(data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:

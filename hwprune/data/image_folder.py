@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from hwprune.data.fashion_mnist import flip_and_shift
 from hwprune.data.splits import Holdout, split
 from hwprune.errors import DataError
 
@@ -49,12 +50,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = self.images[i].float().div_(255.0)
-        if self.augment:
-            flip, dy, dx = torch.randint(0, 5, (3,)).tolist()
-            if flip % 2:
-                x = x.flip(-1)
-            x = torch.nn.functional.pad(x, (2, 2, 2, 2))[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
-        return x, int(self.labels[i])
+        return (flip_and_shift(x) if self.augment else x), int(self.labels[i])
 
 
 @dataclass(frozen=True)
