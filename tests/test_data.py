@@ -53,3 +53,13 @@ def test_truncated_file_is_reported(tmp_path):
 def test_real_fashion_mnist_split(fashion_dir):
     train, val, test = fashion_mnist.build(str(fashion_dir))
     assert (len(train), len(val), len(test)) == (55000, 5000, 10000)
+
+
+def test_an_idx_header_with_an_unaddressable_empty_shape_is_a_data_error(tmp_path):
+    """Found by Hypothesis: dimensions (0, 0, 2214592512, ...) hold 0 bytes, yet numpy cannot shape them."""
+    from hwprune.data.fashion_mnist import read_idx
+    from hwprune.errors import DataError
+    path = tmp_path / "odd-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x04\x00\x00\x00\x00\x00\x00\x00\x00\x84\x00\x00\x00\xf8>\x0f\x84")
+    with pytest.raises(DataError, match="no array can have"):
+        read_idx(path)

@@ -69,7 +69,11 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path} is {'truncated' if len(payload) < expected else 'longer than its header says'}: "
                         f"expected {expected} bytes, got {len(payload)}",
                         hint="the file is corrupt; reinstall the dataset")
-    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+    try:
+        return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+    except ValueError:  # e.g. a zero dimension beside one numpy cannot address (found by Hypothesis)
+        raise DataError(f"{path} declares dimensions {list(dims)} that no array can have",
+                        hint="the file is corrupt; reinstall the dataset") from None
 
 
 class ImageDataset(Dataset):
