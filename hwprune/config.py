@@ -136,7 +136,7 @@ class ImpConfig:
     # Renda et al., ICLR 2020: matches or beats weight rewinding and fine-tuning at equal retraining);
     # "weights": survivors are reset to θ_k, the dense weights at an early iteration (the lottery ticket).
     rewind: str = "lr"
-    rewind_fraction: float = 0.05  # θ_k as a fraction of dense training iterations (rewind = "weights")
+    rewind_fraction: float = 0.05  # θ_k as a fraction of dense training iterations (rewind = "weights"); 0: θ_0
     # Retraining of the rounds before the last, as a share of retrain_epochs: an intermediate network is
     # pruned again, so its retraining only has to re-settle the survivors; the final network keeps what it gets.
     intermediate_share: float = 1 / 3
@@ -302,7 +302,8 @@ def validate(config: ProjectConfig, where: str) -> None:
         (config.imp.extra_rounds >= 0, "[imp] extra_rounds must be ≥ 0"),
         (config.imp.rewind in ("lr", "weights"), "[imp] rewind must be 'lr' or 'weights'"),
         (0 < config.imp.intermediate_share <= 1, "[imp] intermediate_share must be in (0, 1]"),
-        (0 < config.imp.rewind_fraction < 1, "[imp] rewind_fraction must be in (0, 1)"),
+        (0 <= config.imp.rewind_fraction < 1,
+         "[imp] rewind_fraction must be in [0, 1) (0: the original initialisation θ_0)"),
         (0 <= config.imp.safety_margin < 0.5, "[imp] safety_margin must be in [0, 0.5)"),
         (config.search.sampler in ("tpe", "nsga2"), "[search] sampler must be 'tpe' or 'nsga2'"),
         (config.search.trials >= 1, "[search] trials must be ≥ 1"),

@@ -103,7 +103,9 @@ def train_dense(config: ProjectConfig, batch: int, progress: Progress, data_dir:
                      entry.iterations, entry.training_seconds, True, key, input_names=_names(config))
     start = time.perf_counter()
     iterations = config.train.epochs * -(-len(train_set) // config.train.batch_size)
-    rewind_at = max(1, int(round(iterations * config.imp.rewind_fraction)))
+    # θ_k: the weights after this iteration; 0 is the original initialisation θ_0 (Frankle & Carbin 2019), any
+    # other fraction keeps at least one step (late rewinding, Frankle et al. 2019)
+    rewind_at = 0 if config.imp.rewind_fraction == 0 else max(1, int(round(iterations * config.imp.rewind_fraction)))
     snapshots: list[nn.Module] = []
     checkpoint = state.path(paths.dense_checkpoint(key)) if state else None
     train(model, train_set, config.train, config.train.epochs, derive_seed(config.seed, "dense"), progress,

@@ -255,8 +255,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             "the device to measure it."] if prof["provenance"] == "analytic" else []),
         ("- Rewinding: learning rate (survivors keep their trained weights; the schedule restarts each round)."
          if report["imp"]["rewind"] == "lr" else
-         f"- Rewinding: weights, to θ_k at iteration {report['imp']['rewind_iteration']} of "
-         f"{report['imp']['dense_iterations']}."),
+         ("- Rewinding: weights, to the original initialisation θ_0." if report["imp"]["rewind_iteration"] == 0 else
+          f"- Rewinding: weights, to θ_k at iteration {report['imp']['rewind_iteration']} of "
+          f"{report['imp']['dense_iterations']}.")),
         f"- ONNX vs PyTorch: max |diff| {report['numerics']['max_abs_diff']:.2e} over {report['numerics']['samples']} "
         "test inputs" + (f" at batch {', '.join(map(str, report['numerics']['batches']))}"
                          if report["numerics"].get("batches") else "") + ".",

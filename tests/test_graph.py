@@ -91,3 +91,22 @@ def test_magnitude_keeps_the_strongest_channels(cnn, example):
     dense = {g.name: g.width for g in graph.channel_groups(cnn, example)}
     masks = masks_for_widths(Ticket(Masks.full(dense), cnn), {**dense, "features.0": 1}, example, ())
     assert masks.kept_of("features.0") == (5,)
+
+
+def test_rewind_fraction_zero_rewinds_to_the_original_initialisation(fashion_dir):
+    """θ_0 (Frankle & Carbin 2019): with rewind_fraction = 0 the rewind point is the seeded initial network,
+    exactly, and a rewound ticket's survivors are its slices."""
+    from hwprune.config import ImpConfig, ProjectConfig, TrainConfig
+    from hwprune.dense import build_model, train_dense
+    from hwprune.progress import NullProgress
+    config = ProjectConfig(train=TrainConfig(epochs=1, batch_size=64), imp=ImpConfig(rewind="weights",
+                                                                                      rewind_fraction=0.0))
+    dense = train_dense(config, 1, NullProgress(), data_limit=256)
+    theta_0, example = build_model(config, 1)
+    assert dense.rewind_at == 0
+    for (name, a), b in zip(theta_0.state_dict().items(), dense.theta_k.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert not torch.equal(dense.model.features[0].weight, theta_0.features[0].weight)  # training moved it
+    masks = Masks.from_kept(dense.widths, {g: list(range(0, w, 2)) for g, w in dense.widths.items()})
+    rewound = rewind(dense.theta_k, masks, example, ())
+    assert torch.equal(rewound.features[0].weight, theta_0.features[0].weight[0::2])
